@@ -1,0 +1,30 @@
+# One venv per checkout; torch pinned so pip takes the CPU wheel on our machines instead of a
+# multi-GB CUDA build. On a GPU machine: make install TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url ..."
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_SPEC  ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test baseline clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install  ## the main job, offline on CPU: tiny models, a learnable reward, a few minutes at most
+	$(PY) -m mindprint.run +experiment=demo
+
+test: install  ## the test suite: offline, CPU, tiny models
+	$(PY) -m pytest -q
+
+baseline: install  ## seed 004 on a GPU with hub access: Qwen3-0.6B + rank-32 LoRA vs Skywork-Reward-V2-Qwen3-8B (8-bit), trl-lib/tldr
+	HF_HUB_OFFLINE=0 $(PY) -m mindprint.run +experiment=baseline
+
+clean:
+	rm -rf outputs multirun

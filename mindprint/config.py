@@ -1,0 +1,233 @@
+"""Typed run configuration: one dataclass per Hydra config group, and `RunConfig` holding them.
+
+This module is the single home of defaults. The YAML files under `conf/` only choose between
+presets; every key they set must exist here, with the type given here, or Hydra refuses it.
+Value checks run in `__post_init__`, so they fire when Hydra's composed config becomes objects
+(`OmegaConf.to_object`), and raise `ConfigError` with a one-line message that names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; reported as one line, exit code 2."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+QUANTIZATIONS = ("8bit", "4bit", "none")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelConfig:
+    """Base model for the policy, the value model and the reference."""
+
+    name: str = "Qwen/Qwen3-0.6B"  # hub name or local directory
+    value_name: Optional[str] = None  # value model's base; None = same as `name`
+    dtype: str = "auto"  # auto: bfloat16 on a GPU that supports it, float32 on CPU
+    reference: str = "adapter_disabled"  # or "copy": a separate frozen model
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.dtype in DTYPES, "model.dtype", self.dtype, f"one of {', '.join(DTYPES)}")
+        _require(
+            self.reference in ("adapter_disabled", "copy"),
+            "model.reference",
+            self.reference,
+            "adapter_disabled or copy",
+        )
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter of the policy (and, with `value_rank` > 0, of the value model)."""
+
+    rank: int = 32
+    alpha: float = 64.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    dropout: float = 0.0  # > 0 makes the PPO ratio differ from 1 even before any update
+    value_rank: int = 0  # 0: the value model is trained fully; r > 0: through its own rank-r LoRA
+
+    def __post_init__(self) -> None:
+        _require(self.rank >= 1, "lora.rank", self.rank, "an integer >= 1")
+        _require(self.alpha > 0, "lora.alpha", self.alpha, "a number > 0")
+        _require(0 <= self.dropout < 1, "lora.dropout", self.dropout, "a number in [0, 1)")
+        _require(len(self.target_modules) > 0, "lora.target_modules", self.target_modules, "a non-empty list")
+        _require(self.value_rank >= 0, "lora.value_rank", self.value_rank, "an integer >= 0 (0 = full training)")
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters; names follow TRL's PPOConfig where they exist."""
+
+    steps: int = 200  # PPO iterations (rollout + update) in the run
+    batch_size: int = 64  # episodes (prompt, response) per iteration, per process
+    mini_batch_size: int = 16  # episodes per optimizer step
+    micro_batch_size: int = 8  # episodes per forward/backward (gradient accumulation inside a minibatch)
+    ppo_epochs: int = 4
+    learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
+    value_learning_rate: float = 1.41e-5
+    lr_scheduler: str = "constant"  # any transformers.get_scheduler name
+    max_grad_norm: float = 1.0
+    init_kl_coef: float = 0.2  # β at the start (seed 000)
+    adaptive_kl: bool = True  # Ziegler et al.'s controller; False keeps β = init_kl_coef
+    target_kl: float = 6.0  # seed 000
+    horizon: int = 10000
+    kl_estimator: str = "k1"  # k1: log π − log π_ref; k3: (r − 1) − log r with r = π_ref/π
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_rewards: bool = False
+    response_length: int = 53
+    temperature: float = 0.7
+    missing_eos_penalty: Optional[float] = None  # replaces the score of responses without a stop token
+    steps_per_topic: int = 50  # with data.topic_field: iterations per topic before moving on (seed 000)
+    eval_every: int = 0  # iterations between evaluations on held-out prompts; 0 = only at the end
+    eval_temperature: float = 0.0  # 0 = greedy
+    num_sample_generations: int = 4  # rows of the (prompt, response, score) table per evaluation
+
+    def __post_init__(self) -> None:
+        pos = "an integer >= 1"
+        for key in ("steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "horizon"):
+            _require(getattr(self, key) >= 1, f"ppo.{key}", getattr(self, key), pos)
+        _require(self.response_length >= 1, "ppo.response_length", self.response_length, pos)
+        _require(
+            self.batch_size % self.mini_batch_size == 0,
+            "ppo.mini_batch_size",
+            self.mini_batch_size,
+            f"a divisor of ppo.batch_size={self.batch_size}",
+        )
+        _require(
+            self.mini_batch_size % self.micro_batch_size == 0,
+            "ppo.micro_batch_size",
+            self.micro_batch_size,
+            f"a divisor of ppo.mini_batch_size={self.mini_batch_size}",
+        )
+        _require(0 < self.cliprange < 1, "ppo.cliprange", self.cliprange, "a number in (0, 1)")
+        _require(self.cliprange_value > 0, "ppo.cliprange_value", self.cliprange_value, "a number > 0")
+        _require(self.learning_rate > 0, "ppo.learning_rate", self.learning_rate, "a number > 0")
+        _require(self.value_learning_rate > 0, "ppo.value_learning_rate", self.value_learning_rate, "a number > 0")
+        _require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "a number > 0")
+        _require(self.init_kl_coef >= 0, "ppo.init_kl_coef", self.init_kl_coef, "a number >= 0")
+        _require(self.target_kl > 0, "ppo.target_kl", self.target_kl, "a number > 0")
+        _require(self.kl_estimator in ("k1", "k3"), "ppo.kl_estimator", self.kl_estimator, "k1 or k3")
+        _require(0 <= self.gamma <= 1, "ppo.gamma", self.gamma, "a number in [0, 1]")
+        _require(0 <= self.lam <= 1, "ppo.lam", self.lam, "a number in [0, 1]")
+        _require(self.vf_coef >= 0, "ppo.vf_coef", self.vf_coef, "a number >= 0")
+        _require(self.temperature > 0, "ppo.temperature", self.temperature, "a number > 0")
+        _require(self.eval_temperature >= 0, "ppo.eval_temperature", self.eval_temperature, "a number >= 0")
+        _require(self.steps_per_topic >= 1, "ppo.steps_per_topic", self.steps_per_topic, pos)
+        _require(self.eval_every >= 0, "ppo.eval_every", self.eval_every, "an integer >= 0")
+        _require(self.num_sample_generations >= 0, "ppo.num_sample_generations", self.num_sample_generations,
+                 "an integer >= 0")
+
+
+@dataclass
+class RewardConfig:
+    """What scores a (prompt, response): a sequence-classification reward model, or a rule."""
+
+    name: Optional[str] = "Skywork/Skywork-Reward-V2-Qwen3-8B"  # hub name or local dir of a sequence classifier
+    quantization: str = "8bit"  # 8bit | 4bit | none (bitsandbytes)
+    dtype: str = "auto"
+    rule: Optional[str] = None  # "module:function" scoring (prompts, responses) -> list[float]; replaces the model
+    batch_size: int = 16
+    max_length: int = 2048  # reward-model tokens per conversation; longer ones are cut from the left
+
+    def __post_init__(self) -> None:
+        _require(
+            self.quantization in QUANTIZATIONS,
+            "reward.quantization",
+            self.quantization,
+            f"one of {', '.join(QUANTIZATIONS)}",
+        )
+        _require(self.dtype in DTYPES, "reward.dtype", self.dtype, f"one of {', '.join(DTYPES)}")
+        _require(
+            (self.name is None) != (self.rule is None),
+            "reward.name",
+            self.name,
+            "exactly one of reward.name (a reward model) and reward.rule (a callable)",
+        )
+        _require(self.batch_size >= 1, "reward.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.max_length >= 8, "reward.max_length", self.max_length, "an integer >= 8")
+
+
+@dataclass
+class DataConfig:
+    """Prompts: a hub dataset or a local .jsonl/.json/.csv/.parquet/.txt file."""
+
+    name: str = "trl-lib/tldr"  # hub name or local file
+    split: str = "train"
+    prompt_field: str = "prompt"
+    topic_field: Optional[str] = None  # group prompts by this column, ppo.steps_per_topic iterations each
+    eval_split: Optional[str] = "validation"  # held-out prompts from this split; None = the last `eval_size` prompts
+    eval_size: int = 16
+    max_prompt_length: int = 512  # tokens; longer prompts are skipped and counted
+    apply_chat_template: bool = False  # wrap each prompt as a user turn of the policy's chat template
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.eval_size >= 0, "data.eval_size", self.eval_size, "an integer >= 0")
+        _require(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "an integer >= 1")
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go besides metrics.jsonl."""
+
+    backend: str = "none"  # none | wandb
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("none", "wandb"), "logger.backend", self.backend, "none or wandb")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    dry_run: bool = False  # build every model, print the table, exit
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
+
+
+def asset_path(name: str) -> str:
+    """Absolute path of a file shipped in mindprint/assets (the `${asset:NAME}` resolver)."""
+    return str(resources.files("mindprint") / "assets" / name)
+
+
+def tiny_path(kind: str) -> str:
+    """Directory of a tiny offline model, built on first use (the `${tiny:KIND}` resolver)."""
+    from mindprint.tiny import ensure_tiny  # imported lazily: building pulls in torch
+
+    return ensure_tiny(kind)
+
+
+def register() -> None:
+    """Register the schema of every group with Hydra, and our resolvers with OmegaConf."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    for resolver, fn in (("asset", asset_path), ("tiny", tiny_path)):
+        if not OmegaConf.has_resolver(resolver):
+            OmegaConf.register_new_resolver(resolver, fn)

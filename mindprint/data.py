@@ -1,0 +1,136 @@
+"""Prompts from a hub dataset or a local file, split into train and held-out sets, grouped by topic."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import datasets
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from mindprint.config import ConfigError, DataConfig
+
+LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # as the user wrote it; what the reward model sees as the user turn
+    query: str  # what the policy is conditioned on (the chat-formatted text when data.apply_chat_template)
+    topic: Optional[str]
+
+
+@dataclass
+class PromptSet:
+    train: list[Prompt]
+    eval: list[Prompt]
+    skipped: int  # empty or longer than data.max_prompt_length
+
+
+def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    path = os.path.expanduser(cfg.name)
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in LOCAL_BUILDERS or os.path.exists(path):
+            if not os.path.isfile(path):
+                raise ConfigError(f"data.name={cfg.name!r} is not allowed: no such file")
+            builder = LOCAL_BUILDERS.get(suffix)
+            if builder is None:
+                raise ConfigError(
+                    f"data.name={cfg.name!r} is not allowed: expected a file ending in {', '.join(LOCAL_BUILDERS)}"
+                )
+            ds = datasets.load_dataset(builder, data_files=path, split="train")
+            return ds.rename_column("text", cfg.prompt_field) if builder == "text" else ds
+        return datasets.load_dataset(cfg.name, split=split)
+    except ConfigError:
+        raise
+    except Exception as err:  # datasets raises many types for unreadable input
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"data.name={cfg.name!r} could not be loaded: {reason}") from None
+
+
+def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Prompt], int]:
+    for key, column in (("data.prompt_field", cfg.prompt_field), ("data.topic_field", cfg.topic_field)):
+        if column is not None and column not in ds.column_names:
+            raise ConfigError(
+                f"{key}={column!r} is not allowed: not a column of {cfg.name} (columns: {', '.join(ds.column_names)})"
+            )
+    prompts, skipped = [], 0
+    for row in ds:
+        text = row[cfg.prompt_field]
+        if not isinstance(text, str) or not text.strip():
+            skipped += 1
+            continue
+        query = text
+        if cfg.apply_chat_template:
+            query = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        if len(tokenizer(query, add_special_tokens=False)["input_ids"]) > cfg.max_prompt_length:
+            skipped += 1
+            continue
+        topic = str(row[cfg.topic_field]) if cfg.topic_field else None
+        prompts.append(Prompt(text=text, query=query, topic=topic))
+    return prompts, skipped
+
+
+def load_prompts(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PromptSet:
+    prompts, skipped = _to_prompts(_load_split(cfg, cfg.split), cfg, tokenizer)
+    if cfg.eval_split is not None:
+        held_out, skipped_eval = _to_prompts(_load_split(cfg, cfg.eval_split), cfg, tokenizer)
+        skipped += skipped_eval
+        held_out = held_out[: cfg.eval_size]
+    else:
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+        held = set(order[: min(cfg.eval_size, max(len(prompts) - 1, 0))])
+        held_out = [p for i, p in enumerate(prompts) if i in held]
+        prompts = [p for i, p in enumerate(prompts) if i not in held]
+    if not prompts:
+        raise ConfigError(
+            f"data.name={cfg.name!r} is not allowed: no usable prompt left ({skipped} empty or longer than "
+            f"data.max_prompt_length={cfg.max_prompt_length} tokens)"
+        )
+    return PromptSet(train=prompts, eval=held_out, skipped=skipped)
+
+
+class PromptSampler:
+    """Yields training batches; with topics, `steps_per_topic` iterations on one topic, then the next.
+
+    Within a topic (or the whole set) prompts are drawn without replacement from a seeded
+    permutation, reshuffled at every pass. All state is in `state_dict()` so a run can resume.
+    """
+
+    def __init__(self, prompts: list[Prompt], steps_per_topic: int, shuffle: bool, seed: int):
+        self.groups: dict[Optional[str], list[Prompt]] = {}
+        for p in prompts:
+            self.groups.setdefault(p.topic, []).append(p)
+        self.topics = list(self.groups)
+        self.steps_per_topic = steps_per_topic
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: dict[Optional[str], list[int]] = {t: [] for t in self.topics}
+
+    def topic_at(self, iteration: int) -> Optional[str]:
+        if len(self.topics) == 1:
+            return self.topics[0]
+        return self.topics[(iteration // self.steps_per_topic) % len(self.topics)]
+
+    def batch(self, iteration: int, size: int) -> list[Prompt]:
+        topic = self.topic_at(iteration)
+        pool, order = self.groups[topic], self.order[topic]
+        out = []
+        while len(out) < size:
+            if not order:
+                n = len(pool)
+                order.extend(torch.randperm(n, generator=self.generator).tolist() if self.shuffle else range(n))
+            out.append(pool[order.pop(0)])
+        return out
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": {str(k): v for k, v in self.order.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = {t: list(state["order"][str(t)]) for t in self.topics}

@@ -1,0 +1,247 @@
+"""The four models of a run, built from `RunConfig`.
+
+policy     AutoModelForCausalLM + peft LoRA (only the adapter trains)
+value      AutoModelForSequenceClassification(num_labels=1) on the model group's base, fresh head;
+           trained fully, or through its own LoRA when lora.value_rank > 0
+reference  the policy with its adapter disabled (no extra memory), or a separate frozen copy
+reward     AutoModelForSequenceClassification with its own tokenizer, bitsandbytes-quantized, frozen
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import peft
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from mindprint.config import ConfigError, LoraConfig, ModelConfig, RewardConfig, RunConfig
+
+# bitsandbytes warns on every 8-bit matmul that fp32 inputs are cast to fp16; once is plenty.
+warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
+
+
+@dataclass
+class Models:
+    policy: peft.PeftModel
+    value: nn.Module
+    reference: Optional[PreTrainedModel]  # None: the policy with its adapter disabled
+    reward: Optional[PreTrainedModel]  # None when a rule scores
+    tokenizer: PreTrainedTokenizerBase  # the policy's
+    reward_tokenizer: Optional[PreTrainedTokenizerBase]
+    stop_ids: list[int]
+
+    @contextmanager
+    def reference_mode(self) -> Iterator[nn.Module]:
+        """The reference model to call: a frozen copy, or the policy with its adapter switched off."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is not allowed: no CUDA device is visible (expected auto or cpu)")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return getattr(torch, name)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or os.path.exists(name)
+
+
+def load_config(key: str, name: str):
+    """AutoConfig for `name`, turning a missing path or an unreachable hub into a one-line ConfigError."""
+    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise ConfigError(f"{key}={name!r} is not allowed: no such directory (expected a model directory or hub name)")
+    try:
+        return AutoConfig.from_pretrained(os.path.expanduser(name))
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{key}={name!r} could not be loaded (expected a model directory or hub name): {reason}")
+
+
+def load_tokenizer(key: str, name: str, padding_side: str) -> PreTrainedTokenizerBase:
+    load_config(key, name)
+    tok = AutoTokenizer.from_pretrained(os.path.expanduser(name), padding_side=padding_side)
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        # Masks never come from the pad id, but a pad distinct from EOS keeps decoded text and
+        # the reward model's last-token pooling unambiguous.
+        tok.add_special_tokens({"pad_token": "<|pad|>"})
+    return tok
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """PPO's ratio must be exactly 1 before an update: zero every dropout, module or config value."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        cfg = getattr(module, "config", None)
+        for attr in ("attention_dropout", "hidden_dropout", "dropout"):
+            if cfg is not None and isinstance(getattr(cfg, attr, None), float):
+                setattr(cfg, attr, 0.0)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a response: the generation config's EOS ids (Qwen3 has two) and the tokenizer's."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def lora_targets_error(key: str, targets: list[str], model: nn.Module) -> ConfigError:
+    present = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+    return ConfigError(f"{key}={list(targets)} is not allowed: not in the model (its Linear layers: {', '.join(present)})")
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig, rank: int, task_type: str, key: str) -> peft.PeftModel:
+    lora = peft.LoraConfig(
+        r=rank,
+        lora_alpha=cfg.alpha if rank == cfg.rank else 2 * rank,
+        target_modules=list(cfg.target_modules),
+        lora_dropout=cfg.dropout,
+        task_type=task_type,
+    )
+    try:
+        return peft.get_peft_model(model, lora)
+    except ValueError as err:
+        if "not found in the base model" in str(err):
+            raise lora_targets_error(key, cfg.target_modules, model) from None
+        raise
+
+
+def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> peft.PeftModel:
+    load_config("model.name", cfg.name)
+    base = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
+    _match_vocab(base, tokenizer)
+    disable_dropout(base)
+    policy = apply_lora(base, lora, lora.rank, "CAUSAL_LM", "lora.target_modules")
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return policy
+
+
+def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> nn.Module:
+    name = cfg.value_name or cfg.name
+    load_config("model.value_name" if cfg.value_name else "model.name", name)
+    # A causal-LM checkpoint loads its backbone here; the 1-label score head starts fresh.
+    value = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(name), num_labels=1, dtype=dtype)
+    value = value.to(device)
+    _match_vocab(value, tokenizer)
+    disable_dropout(value)
+    if lora.value_rank > 0:
+        value = apply_lora(value, lora, lora.value_rank, "SEQ_CLS", "lora.target_modules")
+    if cfg.gradient_checkpointing:
+        value.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return value
+
+
+def build_reference(cfg: ModelConfig, tokenizer, device, dtype) -> Optional[PreTrainedModel]:
+    if cfg.reference == "adapter_disabled":
+        return None
+    ref = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
+    _match_vocab(ref, tokenizer)
+    disable_dropout(ref)
+    return freeze(ref)
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Optional[BitsAndBytesConfig]:
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+    return None
+
+
+def build_reward(cfg: RewardConfig, device, dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The reward model with its own tokenizer (right-padded: the classifier pools the last real token)."""
+    config = load_config("reward.name", cfg.name)
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ConfigError(
+            f"reward.name={cfg.name!r} is not allowed: it is a {archs[0]}, expected a sequence classifier "
+            "(AutoModelForSequenceClassification)"
+        )
+    tokenizer = load_tokenizer("reward.name", cfg.name, padding_side="right")
+    tokenizer.truncation_side = "left"  # keep the response, which sits at the end of the conversation
+    quant = quantization_config(cfg.quantization, dtype)
+    kwargs = {"dtype": dtype}
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(cfg.name), **kwargs)
+    if quant is None:
+        model = model.to(device)
+    _match_vocab(model, tokenizer)
+    disable_dropout(model)
+    return freeze(model), tokenizer
+
+
+def build_models(cfg: RunConfig, device: torch.device) -> Models:
+    dtype = pick_dtype(cfg.model.dtype, device)
+    tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="left")
+    policy = build_policy(cfg.model, cfg.lora, tokenizer, device, dtype)
+    value = build_value(cfg.model, cfg.lora, tokenizer, device, dtype)
+    reference = build_reference(cfg.model, tokenizer, device, dtype)
+    reward, reward_tokenizer = (None, None)
+    if cfg.reward.name is not None:
+        reward, reward_tokenizer = build_reward(cfg.reward, device, pick_dtype(cfg.reward.dtype, device))
+    return Models(
+        policy=policy,
+        value=value,
+        reference=reference,
+        reward=reward,
+        tokenizer=tokenizer,
+        reward_tokenizer=reward_tokenizer,
+        stop_ids=stop_token_ids(policy, tokenizer),
+    )
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if isinstance(model, peft.PeftModel) else model
+
+
+def per_token_values(value_model: nn.Module, input_ids, attention_mask, position_ids) -> torch.Tensor:
+    """V(s_t) at every position: the classifier's score head applied to every hidden state, not just the last."""
+    clf = unwrap_peft(value_model)
+    backbone = getattr(clf, clf.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return clf.score(hidden.last_hidden_state).squeeze(-1).float()
+

@@ -1,0 +1,108 @@
+"""`python -m mindprint.run [overrides] [-m]`: compose the config, build the models, train (or dry-run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mindprint import config
+from mindprint.data import load_prompts
+from mindprint.errors import one_line
+from mindprint.models import build_models, pick_device
+from mindprint.report import print_models, print_summary, summarise
+from mindprint.rewards import build_scorer
+from mindprint.trainer import PPOTrainer
+
+config.register()
+
+
+def quiet_libraries() -> None:
+    """Keep the console for our table, progress bar and summary: library chatter at error level only.
+
+    The value model's freshly initialised score head is by design, so transformers' load report
+    about it is noise here. TRANSFORMERS_VERBOSITY=info brings it all back.
+    """
+    import datasets
+    import transformers
+
+    if "TRANSFORMERS_VERBOSITY" not in os.environ:
+        transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+# What Hydra writes into a run directory before our code runs; a run that fails on bad input
+# before writing anything of its own leaves no directory behind.
+HYDRA_ONLY = {".hydra", "run.log"}
+
+
+def model_names(cfg: config.RunConfig) -> dict[str, str]:
+    return {
+        "model": cfg.model.name,
+        "value": cfg.model.value_name or cfg.model.name,
+        "reward": cfg.reward.name if cfg.reward.name else f"rule {cfg.reward.rule}",
+    }
+
+
+def execute(cfg: config.RunConfig, run_dir: Path) -> dict:
+    """Build everything from `cfg`; dry-run: print the model table; else train and summarise."""
+    device = pick_device(cfg.device)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
+    models = build_models(cfg, accelerator.device)
+    prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
+    scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
+    if cfg.dry_run:
+        if accelerator.is_main_process:
+            print_models(models, model_names(cfg))
+            print(f"prompts: {len(prompts.train)} train, {len(prompts.eval)} held out, {prompts.skipped} skipped")
+        return {}
+    trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator)
+    start = time.perf_counter()
+    history = trainer.train()
+    summary = summarise(history, time.perf_counter() - start)
+    if accelerator.is_main_process:
+        print_summary(summary)
+        print(f"run directory: {run_dir}")
+    return summary
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> dict:
+    quiet_libraries()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run_cfg: config.RunConfig = OmegaConf.to_object(cfg)
+        return execute(run_cfg, run_dir)
+    except BaseException as err:
+        if one_line(err) is not None and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def main() -> None:
+    # Let exceptions reach us instead of Hydra's multi-line report, unless the user asked for it.
+    user_wants_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as err:
+        message = one_line(err)
+        if message is None or user_wants_full:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

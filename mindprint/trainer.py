@@ -1,0 +1,376 @@
+"""The PPO loop on accelerate: rollout → score → KL-penalised rewards → GAE → clipped updates."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from mindprint import ppo
+from mindprint.config import RunConfig
+from mindprint.data import Prompt, PromptSampler, PromptSet
+from mindprint.models import Models, per_token_values
+from mindprint.rewards import Scorer
+from mindprint.tracking import MetricsFile
+
+
+@dataclass
+class Rollout:
+    prompts: list[Prompt]
+    texts: list[str]  # decoded responses, cut at the first stop token
+    queries: torch.Tensor  # B × Lq, left-padded
+    query_mask: torch.Tensor
+    responses: torch.Tensor  # B × T, padded after the first stop token
+    mask: torch.Tensor  # B × T float: real response tokens
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    scores: torch.Tensor  # B
+
+    def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "queries": self.queries[idx],
+            "query_mask": self.query_mask[idx],
+            "responses": self.responses[idx],
+            "mask": self.mask[idx],
+        }
+
+
+class TokenStats:
+    """Token-weighted sums, so each average is over real response tokens however micro-batches fall."""
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.device = device
+
+    def add(self, name: str, value: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.sums[name] = self.sums.get(name, torch.zeros(2, device=self.device)) + torch.stack(
+            [value.detach().float() * tokens, tokens.float()]
+        )
+
+    def averages(self, accelerator: Accelerator) -> dict[str, float]:
+        out = {}
+        for name, pair in self.sums.items():
+            total = accelerator.reduce(pair, "sum")
+            out[name] = (total[0] / total[1].clamp(min=1)).item()
+        return out
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def sequence_inputs(queries, query_mask, responses, mask):
+    """Prompt + response as one left-padded sequence; positions as generate() counts them."""
+    input_ids = torch.cat([queries, responses], dim=1)
+    attention_mask = torch.cat([query_mask, mask.long()], dim=1)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, attention_mask, position_ids
+
+
+class PPOTrainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        models: Models,
+        prompts: PromptSet,
+        scorer: Scorer,
+        run_dir: Path,
+        accelerator: Accelerator,
+    ):
+        self.cfg, self.p = cfg, cfg.ppo
+        self.models, self.prompts, self.scorer = models, prompts, scorer
+        self.run_dir, self.accelerator = run_dir, accelerator
+        self.device = accelerator.device
+        self.sampler = PromptSampler(prompts.train, self.p.steps_per_topic, cfg.data.shuffle, cfg.seed)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.policy_opt = torch.optim.AdamW(
+            [p for p in models.policy.parameters() if p.requires_grad], lr=self.p.learning_rate
+        )
+        self.value_opt = torch.optim.AdamW(
+            [p for p in models.value.parameters() if p.requires_grad], lr=self.p.value_learning_rate
+        )
+        self.schedulers = [
+            get_scheduler(self.p.lr_scheduler, opt, num_warmup_steps=0, num_training_steps=self.p.steps)
+            for opt in (self.policy_opt, self.value_opt)
+        ]
+        self.policy, self.value, self.policy_opt, self.value_opt = accelerator.prepare(
+            models.policy, models.value, self.policy_opt, self.value_opt
+        )
+        self.kl_coef = self.p.init_kl_coef
+        self.iteration = 0
+        self.episode = 0
+        self.metrics = MetricsFile(run_dir / "metrics.jsonl") if accelerator.is_main_process else None
+        self.history: list[dict] = []
+
+    # ---------------------------------------------------------------- rollout
+
+    @torch.no_grad()
+    def generate(self, prompts: list[Prompt], temperature: float) -> tuple[torch.Tensor, ...]:
+        tok = self.models.tokenizer
+        enc = tok([p.query for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        # Plain temperature sampling: no top-k/top-p, so the old log-probs are the sampling distribution's.
+        sampling = dict(temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+        out = self.accelerator.unwrap_model(self.policy).generate(
+            input_ids=queries,
+            attention_mask=query_mask,
+            max_new_tokens=self.p.response_length,
+            do_sample=temperature > 0,
+            eos_token_id=self.models.stop_ids,
+            pad_token_id=tok.pad_token_id,
+            **sampling,
+        )
+        responses = out[:, queries.shape[1] :]
+        mask = ppo.response_mask(responses, self.models.stop_ids)
+        responses = torch.where(mask.bool(), responses, tok.pad_token_id)
+        return queries, query_mask, responses, mask
+
+    def logits(self, model, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        """Logits/temperature at the states that produced each response token."""
+        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
+        T = rows["responses"].shape[1]
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=T + 1,
+            use_cache=False,
+        )
+        return out.logits[:, :-1].float() / temperature
+
+    def logprobs(self, model, rows: dict[str, torch.Tensor], temperature: float, with_entropy: bool = False):
+        """log π(a_t|s_t) of each response token from logits/temperature, as sampling drew them."""
+        logits = self.logits(model, rows, temperature)
+        logp = ppo.logprobs_from_logits(logits, rows["responses"])
+        return (logp, ppo.entropy_from_logits(logits)) if with_entropy else logp
+
+    def exact_kl(self, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+        logits = self.logits(self.policy, rows, temperature)
+        with self.models.reference_mode() as ref:
+            ref_logits = self.logits(ref, rows, temperature)
+        return ppo.kl_exact(logits, ref_logits)
+
+    def values(self, model, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
+        T = rows["responses"].shape[1]
+        # V(s_t) is read at the token *before* a_t: the last prompt token for the first response token.
+        return per_token_values(model, input_ids, attention_mask, position_ids)[:, -T - 1 : -1]
+
+    @torch.no_grad()
+    def batched(self, fn, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = rows["responses"].shape[0]
+        return torch.cat([fn({k: v[s] for k, v in rows.items()}) for s in _chunks(n, self.p.micro_batch_size)])
+
+    def decode(self, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        tok = self.models.tokenizer
+        return [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)]
+
+    def score(self, prompts: list[Prompt], texts: list[str], responses, mask) -> torch.Tensor:
+        scores = self.scorer([p.text for p in prompts], texts).to(self.device)
+        if self.p.missing_eos_penalty is not None:
+            penalty = torch.full_like(scores, self.p.missing_eos_penalty)
+            scores = torch.where(self.ended(responses, mask), scores, penalty)
+        return scores
+
+    def ended(self, responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per episode: did the response stop on a stop token (rather than the length limit)?"""
+        stops = torch.tensor(self.models.stop_ids, device=responses.device)
+        return (torch.isin(responses, stops) & mask.bool()).any(1)
+
+    def rollout(self, prompts: list[Prompt], timer: Timer) -> Rollout:
+        self.policy.eval()
+        self.value.eval()
+        with timer("generate"):
+            queries, query_mask, responses, mask = self.generate(prompts, self.p.temperature)
+        rows = {"queries": queries, "query_mask": query_mask, "responses": responses, "mask": mask}
+        temp = self.p.temperature
+        with timer("generate"):  # old log-probs belong to sampling: the same forward as training
+            logprobs = self.batched(lambda r: self.logprobs(self.policy, r, temp), rows)
+        with timer("reference"), self.models.reference_mode() as ref:
+            ref_logprobs = self.batched(lambda r: self.logprobs(ref, r, temp), rows)
+        with timer("value"):
+            values = self.batched(lambda r: self.values(self.value, r), rows)
+        with timer("reward"):
+            texts = self.decode(responses, mask)
+            scores = self.score(prompts, texts, responses, mask)
+        return Rollout(prompts, texts, queries, query_mask, responses, mask, logprobs, ref_logprobs, values, scores)
+
+    # ----------------------------------------------------------------- update
+
+    def advantages(self, r: Rollout) -> tuple[torch.Tensor, ...]:
+        kl = ppo.kl_per_token(r.logprobs, r.ref_logprobs, self.p.kl_estimator) * r.mask
+        rewards = ppo.token_rewards(r.scores, kl, r.mask, self.kl_coef)
+        if self.p.whiten_rewards:
+            rewards = ppo.masked_whiten(rewards, r.mask, shift_mean=False)
+        adv, returns = ppo.gae(rewards, r.values, r.mask, self.p.gamma, self.p.lam)
+        adv = ppo.masked_whiten(adv, r.mask)
+        return kl, adv, returns
+
+    def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        self.policy.train()
+        self.value.train()
+        stats = TokenStats(self.device)
+        B = r.responses.shape[0]
+        for epoch in range(self.p.ppo_epochs):
+            order = torch.randperm(B, generator=self.shuffle_gen).to(self.device)
+            for mb_index, mb in enumerate(_chunks(B, self.p.mini_batch_size)):
+                mb_idx = order[mb]
+                self.policy_opt.zero_grad(set_to_none=True)
+                self.value_opt.zero_grad(set_to_none=True)
+                for micro in _chunks(len(mb_idx), self.p.micro_batch_size):
+                    idx = mb_idx[micro]
+                    rows = r.rows(idx)
+                    mask = rows["mask"]
+                    logp, entropy = self.logprobs(self.policy, rows, self.p.temperature, with_entropy=True)
+                    new_values = self.values(self.value, rows)
+                    pg_loss, pg = ppo.policy_loss(logp, r.logprobs[idx], adv[idx], mask, self.p.cliprange)
+                    vf_loss, vf = ppo.value_loss(
+                        new_values, r.values[idx], returns[idx], mask, self.p.cliprange_value
+                    )
+                    loss = pg_loss + self.p.vf_coef * vf_loss
+                    self.accelerator.backward(loss * len(idx) / len(mb_idx))
+                    tokens = mask.sum()
+                    stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
+                    stats.add("policy/clipfrac_avg", pg["clipfrac"], tokens)
+                    stats.add("policy/entropy_avg", ppo.masked_mean(entropy.detach(), mask), tokens)
+                    stats.add("loss/policy_avg", pg_loss, tokens)
+                    stats.add("loss/value_avg", vf_loss, tokens)
+                    stats.add("val/clipfrac_avg", vf["clipfrac"], tokens)
+                    stats.add("val/ratio", pg["ratio"], tokens)
+                    if epoch == 0 and mb_index == 0:
+                        stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
+                self.accelerator.clip_grad_norm_(self.policy.parameters(), self.p.max_grad_norm)
+                self.accelerator.clip_grad_norm_(self.value.parameters(), self.p.max_grad_norm)
+                self.policy_opt.step()
+                self.value_opt.step()
+        for sched in self.schedulers:
+            sched.step()
+        return stats.averages(self.accelerator)
+
+    # ------------------------------------------------------------- iteration
+
+    def step(self) -> dict[str, float]:
+        timer = Timer()
+        start = time.perf_counter()
+        batch = self.sampler.batch(self.iteration, self.p.batch_size)
+        r = self.rollout(batch, timer)
+        kl, adv, returns = self.advantages(r)
+        with timer("update"):
+            train_stats = self.update(r, adv, returns)
+
+        gather = self.accelerator.gather
+        mask = gather(r.mask)
+        kl_sum = gather(((r.logprobs - r.ref_logprobs) * r.mask).sum(1))  # k1, as the controller reads it
+        non_score = gather((-self.kl_coef * kl).sum(1))
+        scores = gather(r.scores)
+        n_episodes = len(scores)
+        tokens = mask.sum().item()
+        self.episode += n_episodes
+        elapsed = time.perf_counter() - start
+        metrics = {
+            "objective/kl": kl_sum.mean().item(),
+            "objective/entropy": gather((-r.logprobs * r.mask).sum(1)).mean().item(),
+            "objective/non_score_reward": non_score.mean().item(),
+            "objective/rlhf_reward": (scores + non_score).mean().item(),
+            "objective/scores": scores.mean().item(),
+            "objective/scores_std": scores.std().item() if n_episodes > 1 else 0.0,
+            "objective/kl_coef": self.kl_coef,
+            **train_stats,
+            "val/num_eos_tokens": int(gather(self.ended(r.responses, r.mask).long()).sum().item()),
+            "env/response_length": mask.sum(1).mean().item(),
+            "lr": self.schedulers[0].get_last_lr()[0],
+            "episode": self.episode,
+            "eps": n_episodes / elapsed,
+            "perf/tokens_per_s": tokens / elapsed,
+            "time/rollout_s": sum(timer.seconds[k] for k in ("generate", "reference", "value", "reward")),
+            **{f"time/{k}_s": v for k, v in timer.seconds.items()},
+        }
+        if self.p.adaptive_kl:
+            self.kl_coef = ppo.adaptive_kl_coef(
+                self.kl_coef, metrics["objective/kl"], self.p.target_kl, n_episodes, self.p.horizon
+            )
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[dict[str, float], list[dict]]:
+        """Held-out prompts at ppo.eval_temperature: mean score, exact KL per sequence, and a few samples."""
+        prompts = self.prompts.eval
+        if not prompts:
+            return {}, []
+        self.policy.eval()
+        temp = self.p.eval_temperature or 1.0
+        scores, kls, samples = [], [], []
+        for s in _chunks(len(prompts), self.p.batch_size):
+            chunk = prompts[s]
+            queries, query_mask, responses, mask = self.generate(chunk, self.p.eval_temperature)
+            rows = {"queries": queries, "query_mask": query_mask, "responses": responses, "mask": mask}
+            kl = self.batched(lambda r: self.exact_kl(r, temp), rows)
+            texts = self.decode(responses, mask)
+            sc = self.score(chunk, texts, responses, mask)
+            scores.append(sc)
+            kls.append((kl * mask).sum(1))
+            samples += [{"prompt": p.text, "response": t, "score": float(v)} for p, t, v in zip(chunk, texts, sc)]
+        metrics = {"eval/scores": torch.cat(scores).mean().item(), "eval/kl": torch.cat(kls).mean().item()}
+        return metrics, samples[: self.p.num_sample_generations]
+
+    def train(self, progress: bool = True) -> list[dict]:
+        run_start = time.perf_counter()
+        bar = tqdm(total=self.p.steps, disable=not (progress and self.accelerator.is_main_process), desc="PPO")
+        while self.iteration < self.p.steps:
+            metrics = {"iteration": self.iteration + 1, **self.step()}
+            metrics["eps"] = self.episode / (time.perf_counter() - run_start)
+            self.iteration += 1
+            last = self.iteration == self.p.steps
+            if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):
+                eval_metrics, samples = self.evaluate()
+                metrics.update(eval_metrics)
+                self.write_samples(samples)
+            self.history.append(metrics)
+            if self.metrics is not None:
+                self.metrics.write(metrics)
+            bar.update(1)
+            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+        bar.close()
+        self.save()
+        return self.history
+
+    def write_samples(self, samples: list[dict]) -> None:
+        if not self.accelerator.is_main_process or not samples:
+            return
+        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
+            for s in samples:
+                fh.write(json.dumps({"iteration": self.iteration, **s}) + "\n")
+
+    def save(self) -> None:
+        """The adapter (peft format) and the value model's trainable weights (safetensors)."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        self.accelerator.unwrap_model(self.policy).save_pretrained(self.run_dir / "adapter")
+        value = self.accelerator.unwrap_model(self.value)
+        trainable = {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
+        save_file(trainable, str(self.run_dir / "value_model.safetensors"))
+        if self.metrics is not None:
+            self.metrics.close()
