@@ -7,7 +7,7 @@ import re
 from typing import Optional
 
 from hydra.errors import HydraException
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from mindprint.config import ConfigError, RunConfig
 
@@ -26,7 +26,7 @@ def _allowed_keys(full_key: str) -> Optional[list[str]]:
 def _omegaconf_line(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or ""
     msg = str(getattr(err, "msg", "") or err).strip().splitlines()[0]
-    if isinstance(err, ConfigKeyError) and key:
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and key:
         allowed = _allowed_keys(key)
         hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
         return f"{key} is not a known key{hint}"
@@ -51,7 +51,8 @@ def one_line(err: BaseException) -> Optional[str]:
         found = _NOT_FOUND.search(text)
         if found:
             group, option = found.groups()
-            options = [ln.strip() for ln in text.split("Available options in")[-1].splitlines()[1:] if ln.strip()]
+            listing = text.split("Available options in")[-1].split("\n\n")[0] if "Available options" in text else ""
+            options = [ln.strip() for ln in listing.splitlines()[1:] if ln.strip()]
             allowed = f"one of {', '.join(options)}" if options else f"a config under {group}/"
             return f"{group}={option} is not allowed: expected {allowed}"
         return " ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip())

@@ -77,6 +77,16 @@ def execute(cfg: config.RunConfig, run_dir: Path) -> dict:
     return summary
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: list[str]) -> config.RunConfig:
+    """The RunConfig that `python -m mindprint.run OVERRIDES` would run, without running it."""
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra.compose("config", overrides=overrides)
+    return OmegaConf.to_object(cfg)
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> dict:
     quiet_libraries()
@@ -84,24 +94,36 @@ def hydra_main(cfg: DictConfig) -> dict:
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)
         return execute(run_cfg, run_dir)
-    except BaseException as err:
-        if one_line(err) is not None and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+    except Exception as err:
+        message = user_mistake(err)
+        if message is None:
+            raise
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
             shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        fail(message)
+
+
+def user_mistake(err: Exception):
+    """The one-line message if `err` is a user mistake (and MINDPRINT_FULL_ERROR=1 does not ask for the traceback)."""
+    return None if os.environ.get("MINDPRINT_FULL_ERROR") == "1" else one_line(err)
+
+
+def fail(message: str) -> None:
+    """A user mistake: one line on stderr, exit code 2 (SystemExit passes through Hydra's job runner)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:
-    # Let exceptions reach us instead of Hydra's multi-line report, unless the user asked for it.
-    user_wants_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Hydra's own report of a composition error spans several lines; take the exception instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
     except Exception as err:
-        message = one_line(err)
-        if message is None or user_wants_full:
+        message = user_mistake(err)
+        if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        fail(message)
 
 
 if __name__ == "__main__":
