@@ -51,8 +51,8 @@ def one_line(err: BaseException) -> Optional[str]:
         found = _NOT_FOUND.search(text)
         if found:
             group, option = found.groups()
-            listing = text.split("Available options in")[-1].split("\n\n")[0] if "Available options" in text else ""
-            options = [ln.strip() for ln in listing.splitlines()[1:] if ln.strip()]
+            listing = text.split("Available options in")[-1].split("Config search path")[0]
+            options = [ln.strip() for ln in listing.splitlines()[1:] if ln.strip()] if "Available" in text else []
             allowed = f"one of {', '.join(options)}" if options else f"a config under {group}/"
             return f"{group}={option} is not allowed: expected {allowed}"
         return " ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip())
