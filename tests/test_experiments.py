@@ -1,0 +1,39 @@
+"""Every named experiment composes, and dry-runs with its hub models swapped for tiny ones."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from mindprint.config import asset_path
+from mindprint.run import compose, execute
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+def test_there_are_experiments():
+    assert {"demo", "baseline", "voice"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_dry_runs(name, tiny, tmp_path, capsys):
+    cfg = compose([f"+experiment={name}"])
+    # Hubs are out of reach: same experiment, tiny stand-ins for its hub models and dataset.
+    cfg.model.name = tiny["policy"]
+    if cfg.reward.name is not None:
+        cfg.reward.name = tiny["reward"]
+    if not Path(cfg.data.name).exists():
+        cfg.data.name, cfg.data.eval_split = asset_path("demo_prompts.jsonl"), None
+    cfg.device, cfg.dry_run = "cpu", True
+    execute(cfg, tmp_path)
+    out = capsys.readouterr().out
+    assert "policy LoRA: r × Σ(in_features + out_features)" in out
+    if cfg.reward.name is not None and cfg.reward.quantization == "8bit":
+        assert "Linear8bitLt" in out
+
+
+def test_demo_dry_run_cli_prints_the_model_table(tiny):
+    proc = run_cli("+experiment=demo", "reward=tiny", "dry_run=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for word in ("policy", "value", "reference", "reward", "14 × Linear8bitLt", "16,384"):
+        assert word in proc.stdout, word

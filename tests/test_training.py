@@ -1,0 +1,175 @@
+"""The PPO engine on the tiny model: it learns, its invariants hold, its numbers are pinned."""
+
+import json
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import run_cli
+from mindprint.config import RewardConfig
+from mindprint.data import PromptSampler, load_prompts
+from mindprint.models import build_models, build_reward
+from mindprint.rewards import RewardModelScorer, build_scorer
+from mindprint.run import compose, execute
+from mindprint.tracking import read_metrics
+from mindprint.trainer import PPOTrainer, Timer
+
+DESIGN_METRICS = [
+    "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "objective/scores",
+    "policy/approxkl_avg", "policy/clipfrac_avg", "policy/entropy_avg", "loss/policy_avg", "loss/value_avg",
+    "val/clipfrac_avg", "val/ratio", "val/num_eos_tokens", "lr", "episode", "eps", "objective/kl_coef",
+    "time/rollout_s", "time/update_s", "perf/tokens_per_s", "env/response_length",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny):
+    """The demo experiment exactly as `make demo` runs it."""
+    run_dir = tmp_path_factory.mktemp("demo")
+    summary = execute(compose(["+experiment=demo"]), run_dir)
+    return run_dir, read_metrics(run_dir / "metrics.jsonl"), summary
+
+
+def mean(rows, key):
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def test_it_learns(demo_run):
+    _, metrics, _ = demo_run
+    assert len(metrics) == 40
+    first, last = metrics[:8], metrics[-8:]
+    assert mean(last, "objective/scores") > mean(first, "objective/scores") + 0.08
+    assert all(math.isfinite(m["objective/kl"]) for m in metrics)
+    assert mean(last, "objective/kl") > 0
+    assert all(0.0 <= m["policy/clipfrac_avg"] <= 1.0 and 0.0 <= m["val/clipfrac_avg"] <= 1.0 for m in metrics)
+    assert metrics[-1]["eval/scores"] > metrics[9]["eval/scores"] - 0.05 and "eval/kl" in metrics[-1]
+
+
+def test_every_iteration_logs_the_design_metrics(demo_run):
+    _, metrics, _ = demo_run
+    for m in metrics:
+        missing = [k for k in DESIGN_METRICS if k not in m]
+        assert not missing, missing
+    assert [m["episode"] for m in metrics] == [32 * (i + 1) for i in range(40)]
+    assert metrics[0]["objective/kl"] == 0.0  # policy = reference until the first update
+
+
+def test_old_logprobs_match_training_forward_ratio_one_on_first_minibatch(demo_run):
+    _, metrics, _ = demo_run
+    assert all(m["val/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5) for m in metrics)
+
+
+def test_adaptive_kl_coef_follows_the_controller(demo_run):
+    _, metrics, _ = demo_run
+    for prev, cur in zip(metrics, metrics[1:]):
+        e = min(max(prev["objective/kl"] / 6.0 - 1.0, -0.2), 0.2)
+        assert cur["objective/kl_coef"] == pytest.approx(prev["objective/kl_coef"] * (1 + e * 32 / 1000))
+
+
+def test_run_directory_holds_adapter_and_value_weights(demo_run, tiny):
+    run_dir, _, _ = demo_run
+    base = AutoModelForCausalLM.from_pretrained(tiny["policy"])
+    policy = PeftModel.from_pretrained(base, run_dir / "adapter")
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in policy.named_parameters())
+    value = load_file(run_dir / "value_model.safetensors")
+    assert "score.weight" in value and len(value) > 10  # value model trained fully by default
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {"iteration", "prompt", "response", "score"} <= set(samples[0])
+
+
+def small_trainer(tmp_path, *overrides):
+    cfg = compose(["+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4",
+                   "ppo.micro_batch_size=2", *overrides])
+    set_seed(cfg.seed)
+    models = build_models(cfg, torch.device("cpu"))
+    prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
+    scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
+    return PPOTrainer(cfg, models, prompts, scorer, tmp_path, Accelerator(cpu=True))
+
+
+def test_reference_equals_policy_before_update_and_base_weights_never_change(tmp_path, tiny):
+    trainer = small_trainer(tmp_path)
+    base = {n: p.detach().clone() for n, p in trainer.models.policy.named_parameters() if "lora_" not in n}
+    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    assert torch.equal(r.logprobs, r.ref_logprobs)
+    trainer.train(progress=False)
+    after = dict(trainer.models.policy.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in base.items())
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in after.items())
+
+
+def test_masks_and_missing_eos_penalty(tmp_path, tiny):
+    trainer = small_trainer(tmp_path, "ppo.missing_eos_penalty=-3.0")
+    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    stops = torch.tensor(trainer.models.stop_ids)
+    ended = (torch.isin(r.responses, stops) & r.mask.bool()).any(1)
+    assert (r.scores[~ended] == -3.0).all()
+    # after the first stop everything is padding, masked out by position
+    for row, m in zip(r.responses, r.mask):
+        n = int(m.sum())
+        assert (row[n:] == trainer.models.tokenizer.pad_token_id).all()
+
+
+GOLDEN = {  # first two iterations of small_trainer() on CPU, seed 0 (regenerate only for an intended change)
+    1: {"loss/policy_avg": -0.10719192, "loss/value_avg": 1.97632515, "objective/scores": 0.29808748,
+        "objective/kl": 0.0},
+    2: {"loss/policy_avg": -0.07656255, "loss/value_avg": 0.18880391, "objective/scores": 0.36571333,
+        "objective/kl": 1.29738438},
+}
+
+
+def test_golden_first_iterations(tmp_path, tiny):
+    history = small_trainer(tmp_path).train(progress=False)
+    for it, expected in GOLDEN.items():
+        got = {k: history[it - 1][k] for k in expected}
+        for k, v in expected.items():
+            assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
+
+
+def test_same_seed_same_metrics(tmp_path, tiny):
+    a = small_trainer(tmp_path / "a").train(progress=False)
+    b = small_trainer(tmp_path / "b").train(progress=False)
+    timing = ("time/", "eps", "perf/")
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(timing)} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_reward_model_with_its_own_tokenizer_scores_as_when_called_directly(tiny):
+    model, tok = build_reward(RewardConfig(name=tiny["reward"], quantization="none"), torch.device("cpu"),
+                              torch.float32)
+    policy_tok = AutoTokenizer.from_pretrained(tiny["policy"])
+    assert len(tok) != len(policy_tok) and tok("the harbour")["input_ids"] != policy_tok("the harbour")["input_ids"]
+    prompts = ["Describe the harbour at dawn.", "Why?", "Tell me about a storm at sea, please, in detail."]
+    responses = ["Boats knock against the pier.", "Because the tide turns and the gulls argue.", ""]
+    scores = RewardModelScorer(model, tok, batch_size=2, max_length=512)(prompts, responses)
+    direct = AutoModelForSequenceClassification.from_pretrained(tiny["reward"]).eval()
+    for p, r, s in zip(prompts, responses, scores):
+        text = tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                       tokenize=False)
+        with torch.no_grad():
+            expected = direct(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0]
+        assert s.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_topics_get_steps_per_topic_iterations_each(tiny):
+    cfg = compose(["+experiment=demo"])
+    prompts = load_prompts(cfg.data, AutoTokenizer.from_pretrained(tiny["policy"]), seed=0)
+    sampler = PromptSampler(prompts.train, steps_per_topic=3, shuffle=True, seed=0)
+    topics = [{p.topic for p in sampler.batch(i, 4)} for i in range(9)]
+    assert [t.pop() for t in topics] == ["sea"] * 3 + ["city"] * 3 + ["garden"] * 3
+
+
+def test_cli_run_writes_metrics_and_artifacts(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    proc = run_cli("+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
+                   f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    assert "run summary" in proc.stdout
