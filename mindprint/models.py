@@ -10,7 +10,6 @@ reward     AutoModelForSequenceClassification with its own tokenizer, bitsandbyt
 from __future__ import annotations
 
 import os
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -29,9 +28,6 @@ from transformers import (
 )
 
 from mindprint.config import ConfigError, LoraConfig, ModelConfig, RewardConfig, RunConfig
-
-# bitsandbytes warns on every 8-bit matmul that fp32 inputs are cast to fp16; once is plenty.
-warnings.filterwarnings("once", message="MatMul8bitLt: inputs will be cast")
 
 
 @dataclass

@@ -127,7 +127,7 @@ def summarise(history: list[dict], wall_s: float) -> dict[str, float]:
 
 def print_summary(summary: dict[str, float], console: Console | None = None) -> None:
     console = console or wide_console()
-    table = Table(title="mindprint: run summary (means over the first and last fifth of iterations)")
+    table = Table(title="run summary: first vs last fifth of iterations")
     table.add_column("metric")
     table.add_column("first", justify="right")
     table.add_column("last", justify="right")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -39,6 +40,8 @@ def quiet_libraries() -> None:
         transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # bitsandbytes logs, on every 8-bit matmul, that fp32 inputs are cast to fp16.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 # What Hydra writes into a run directory before our code runs; a run that fails on bad input

@@ -44,11 +44,12 @@ def test_it_learns(demo_run):
     _, metrics, _ = demo_run
     assert len(metrics) == 40
     first, last = metrics[:8], metrics[-8:]
-    assert mean(last, "objective/scores") > mean(first, "objective/scores") + 0.08
+    # the tiny reward model's scores spread ~1.8 across responses at the start
+    assert mean(last, "objective/scores") > mean(first, "objective/scores") + 1.0
     assert all(math.isfinite(m["objective/kl"]) for m in metrics)
     assert mean(last, "objective/kl") > 0
     assert all(0.0 <= m["policy/clipfrac_avg"] <= 1.0 and 0.0 <= m["val/clipfrac_avg"] <= 1.0 for m in metrics)
-    assert metrics[-1]["eval/scores"] > metrics[9]["eval/scores"] - 0.05 and "eval/kl" in metrics[-1]
+    assert metrics[-1]["eval/scores"] > metrics[9]["eval/scores"] and metrics[-1]["eval/kl"] > 0
 
 
 def test_every_iteration_logs_the_design_metrics(demo_run):
@@ -117,10 +118,10 @@ def test_masks_and_missing_eos_penalty(tmp_path, tiny):
 
 
 GOLDEN = {  # first two iterations of small_trainer() on CPU, seed 0 (regenerate only for an intended change)
-    1: {"loss/policy_avg": -0.10719192, "loss/value_avg": 1.97632515, "objective/scores": 0.29808748,
+    1: {"loss/policy_avg": -0.10815030, "loss/value_avg": 4.03770208, "objective/scores": -1.49754095,
         "objective/kl": 0.0},
-    2: {"loss/policy_avg": -0.07656255, "loss/value_avg": 0.18880391, "objective/scores": 0.36571333,
-        "objective/kl": 1.29738438},
+    2: {"loss/policy_avg": -0.09869117, "loss/value_avg": 2.33441997, "objective/scores": 0.14149252,
+        "objective/kl": 0.27613884},
 }
 
 
@@ -173,3 +174,14 @@ def test_cli_run_writes_metrics_and_artifacts(tmp_path, tiny):
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     assert "run summary" in proc.stdout
+
+
+def test_rule_scorer_and_a_bad_rule():
+    from mindprint.config import ConfigError
+    from mindprint.rewards import load_rule, vowel_share
+
+    scorer = build_scorer(RewardConfig(name=None, rule="mindprint.rewards:vowel_share"), None, None)
+    assert scorer(["p", "p", "p"], ["aei", "bcd", "a1b2"]).tolist() == [1.0, 0.0, 0.5]
+    assert vowel_share(["p"], ["!!"]) == [0.0]
+    with pytest.raises(ConfigError, match="reward.rule='mindprint.rewards:nope'"):
+        load_rule("mindprint.rewards:nope")
