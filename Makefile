@@ -6,7 +6,7 @@ TORCH_SPEC  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test baseline clean
+.PHONY: install demo test baseline sweep clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: install  ## the test suite: offline, CPU, tiny models
 
 baseline: install  ## seed 004 on a GPU with hub access: Qwen3-0.6B + rank-32 LoRA vs Skywork-Reward-V2-Qwen3-8B (8-bit), trl-lib/tldr
 	HF_HUB_OFFLINE=0 $(PY) -m mindprint.run +experiment=baseline
+
+sweep: install  ## the LoRA-rank sweep (1, 8, 32) on the demo models, offline, then the comparison report
+	$(PY) -m mindprint.run +experiment=rank_sweep hydra.sweep.dir=outputs/sweeps/rank_sweep -m
+	$(PY) -m mindprint.compare outputs/sweeps/rank_sweep
 
 clean:
 	rm -rf outputs multirun

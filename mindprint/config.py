@@ -188,12 +188,25 @@ class DataConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where metrics go besides metrics.jsonl."""
+    """Where metrics go besides metrics.jsonl: nowhere, or W&B (WANDB_MODE=offline works)."""
 
     backend: str = "none"  # none | wandb
+    project: str = "mindprint"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # None: the sweep (multirun) or the experiment, so a dashboard groups them
+    name: Optional[str] = None  # None: the overrides that set this run apart, e.g. "lora.rank=8"
+    tags: list[str] = field(default_factory=list)
+    job_type: str = "ppo"
+    mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE or wandb's default
 
     def __post_init__(self) -> None:
         _require(self.backend in ("none", "wandb"), "logger.backend", self.backend, "none or wandb")
+        _require(
+            self.mode in (None, "online", "offline", "disabled"),
+            "logger.mode",
+            self.mode,
+            "online, offline, disabled or null",
+        )
 
 
 @dataclass

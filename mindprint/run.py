@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from accelerate import Accelerator
@@ -20,8 +24,10 @@ from mindprint import config
 from mindprint.data import load_prompts
 from mindprint.errors import one_line
 from mindprint.models import build_models, pick_device
-from mindprint.report import print_models, print_summary, summarise
+from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
+from mindprint.sweep import is_multirun, record_failure, run_identity
+from mindprint.tracking import Tracker, jsonable
 from mindprint.trainer import PPOTrainer
 
 config.register()
@@ -57,8 +63,8 @@ def model_names(cfg: config.RunConfig) -> dict[str, str]:
     }
 
 
-def execute(cfg: config.RunConfig, run_dir: Path) -> dict:
-    """Build everything from `cfg`; dry-run: print the model table; else train and summarise."""
+def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
+    """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device.type == "cpu")
     set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
@@ -70,11 +76,24 @@ def execute(cfg: config.RunConfig, run_dir: Path) -> dict:
             print_models(models, model_names(cfg))
             print(f"prompts: {len(prompts.train)} train, {len(prompts.eval)} held out, {prompts.skipped} skipped")
         return {}
-    trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator)
-    start = time.perf_counter()
-    history = trainer.train()
-    summary = summarise(history, time.perf_counter() - start)
+    rank, span = lora_formula(models.policy)
+    facts = {"name": name, "group": group, "lora/rank": rank, "lora/trainable_params": rank * span,
+             "value/trainable_params": count_parameters(models.value)[1], "prompts/skipped": prompts.skipped}
+    tracker = None
     if accelerator.is_main_process:
+        tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name)
+    trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
+    exit_code = 1
+    try:
+        start = time.perf_counter()
+        history = trainer.train()
+        summary = {**facts, **summarise(history, time.perf_counter() - start)}
+        exit_code = 0
+    finally:
+        if tracker is not None:
+            tracker.finish(exit_code)
+    if accelerator.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps({k: jsonable(v) for k, v in summary.items()}, indent=1))
         print_summary(summary)
         print(f"run directory: {run_dir}")
     return summary
@@ -91,14 +110,18 @@ def compose(overrides: list[str]) -> config.RunConfig:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> dict:
+def hydra_main(cfg: DictConfig) -> Optional[dict]:
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)
-        return execute(run_cfg, run_dir)
+        return execute(run_cfg, run_dir, *run_identity())
     except Exception as err:
         message = user_mistake(err)
+        if is_multirun():  # one job's failure must not stop the sweep: record it, report at the end
+            record_failure(run_dir, message or f"{type(err).__name__}: {err}", traceback.format_exc())
+            print(f"job {run_dir.name} failed: {message or err}", file=sys.stderr)
+            return None
         if message is None:
             raise
         if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:

@@ -1,11 +1,13 @@
-"""Where metrics go: metrics.jsonl in the run directory (the local record), and optionally W&B."""
+"""Where metrics go: metrics.jsonl in the run directory (the local record, always), and W&B if configured."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+from mindprint.config import LoggerConfig
 
 
 def jsonable(value: Any) -> Any:
@@ -15,22 +17,63 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-class MetricsFile:
-    """Appends one JSON object per iteration; flushed at once so a crash loses nothing written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps({k: jsonable(v) for k, v in record.items()}) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+class Tracker:
+    """metrics.jsonl + samples.jsonl in the run directory, mirrored to W&B when `logger.backend=wandb`.
+
+    Only the main process constructs one; `finish()` must run however the run ends (W&B marks the
+    run failed when given a non-zero exit code).
+    """
+
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, group: str, name: str):
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.wandb = None
+        if cfg.backend == "wandb":
+            import wandb
+
+            self.wandb = wandb.init(
+                project=cfg.project,
+                entity=cfg.entity,
+                group=cfg.group or group,
+                name=cfg.name or name,
+                tags=list(cfg.tags),
+                job_type=cfg.job_type,
+                mode=cfg.mode,
+                config=config,
+                dir=str(run_dir),
+            )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._metrics.write(json.dumps({k: jsonable(v) for k, v in metrics.items()}) + "\n")
+        self._metrics.flush()  # a crash loses nothing already logged
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
+        if not samples:
+            return
+        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
+            for s in samples:
+                fh.write(json.dumps({"iteration": step, **s}) + "\n")
+        if self.wandb is not None:
+            import wandb
+
+            columns = ["prompt", "response", "score"]
+            table = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
+            self.wandb.log({"samples": table}, step=step)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=exit_code)
+            self.wandb = None
+
+    @property
+    def wandb_id(self) -> Optional[str]:
+        return self.wandb.id if self.wandb is not None else None

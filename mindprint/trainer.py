@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from mindprint.config import RunConfig
 from mindprint.data import Prompt, PromptSampler, PromptSet
 from mindprint.models import Models, per_token_values
 from mindprint.rewards import Scorer
-from mindprint.tracking import MetricsFile
+from mindprint.tracking import Tracker
 
 
 @dataclass
@@ -98,6 +97,7 @@ class PPOTrainer:
         scorer: Scorer,
         run_dir: Path,
         accelerator: Accelerator,
+        tracker: Optional[Tracker] = None,  # None on processes other than the main one
     ):
         self.cfg, self.p = cfg, cfg.ppo
         self.models, self.prompts, self.scorer = models, prompts, scorer
@@ -121,7 +121,7 @@ class PPOTrainer:
         self.kl_coef = self.p.init_kl_coef
         self.iteration = 0
         self.episode = 0
-        self.metrics = MetricsFile(run_dir / "metrics.jsonl") if accelerator.is_main_process else None
+        self.tracker = tracker
         self.history: list[dict] = []
 
     # ---------------------------------------------------------------- rollout
@@ -346,22 +346,16 @@ class PPOTrainer:
             if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):
                 eval_metrics, samples = self.evaluate()
                 metrics.update(eval_metrics)
-                self.write_samples(samples)
+                if self.tracker is not None:
+                    self.tracker.log_samples(samples, self.iteration)
             self.history.append(metrics)
-            if self.metrics is not None:
-                self.metrics.write(metrics)
+            if self.tracker is not None:
+                self.tracker.log(metrics, self.iteration)
             bar.update(1)
             bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
         bar.close()
         self.save()
         return self.history
-
-    def write_samples(self, samples: list[dict]) -> None:
-        if not self.accelerator.is_main_process or not samples:
-            return
-        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
-            for s in samples:
-                fh.write(json.dumps({"iteration": self.iteration, **s}) + "\n")
 
     def save(self) -> None:
         """The adapter (peft format) and the value model's trainable weights (safetensors)."""
@@ -372,5 +366,3 @@ class PPOTrainer:
         value = self.accelerator.unwrap_model(self.value)
         trainable = {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
         save_file(trainable, str(self.run_dir / "value_model.safetensors"))
-        if self.metrics is not None:
-            self.metrics.close()
