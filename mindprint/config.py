@@ -101,6 +101,7 @@ class PPOConfig:
     eval_every: int = 0  # iterations between evaluations on held-out prompts; 0 = only at the end
     eval_temperature: float = 0.0  # 0 = greedy
     num_sample_generations: int = 4  # rows of the (prompt, response, score) table per evaluation
+    max_bad_updates: int = 3  # iterations in a row with NaN/Inf in scores, advantages or losses before stopping
 
     def __post_init__(self) -> None:
         pos = "an integer >= 1"
@@ -134,6 +135,7 @@ class PPOConfig:
         _require(self.eval_temperature >= 0, "ppo.eval_temperature", self.eval_temperature, "a number >= 0")
         _require(self.steps_per_topic >= 1, "ppo.steps_per_topic", self.steps_per_topic, pos)
         _require(self.eval_every >= 0, "ppo.eval_every", self.eval_every, "an integer >= 0")
+        _require(self.max_bad_updates >= 1, "ppo.max_bad_updates", self.max_bad_updates, pos)
         _require(self.num_sample_generations >= 0, "ppo.num_sample_generations", self.num_sample_generations,
                  "an integer >= 0")
 
@@ -210,6 +212,18 @@ class LoggerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints in RUN_DIR/checkpoints: everything needed to continue the run exactly."""
+
+    every: int = 50  # iterations between checkpoints; 0 = only on SIGTERM/SIGINT
+    keep: int = 2  # newest checkpoints kept
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "checkpoint.every", self.every, "an integer >= 0 (0 = only on a signal)")
+        _require(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -217,9 +231,11 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
     dry_run: bool = False  # build every model, print the table, exit
     device: str = "auto"  # auto | cpu | cuda
+    resume: bool = False  # continue from the newest checkpoint in the run directory (same hydra.run.dir)
 
     def __post_init__(self) -> None:
         _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")

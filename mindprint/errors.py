@@ -35,12 +35,16 @@ def _omegaconf_line(err: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key else msg
 
 
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (repeated NaN/Inf); the message says why and where the last good checkpoint is."""
+
+
 _NOT_FOUND = re.compile(r"Could not find '([^/']+)/([^']+)'")
 
 
 def one_line(err: BaseException) -> Optional[str]:
     """The one-line message for a user mistake, or None when `err` is a bug that deserves its traceback."""
-    if isinstance(err, ConfigError):
+    if isinstance(err, (ConfigError, TrainingStopped)):
         return str(err)
     if isinstance(err, OmegaConfBaseException):
         return _omegaconf_line(err)

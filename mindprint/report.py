@@ -105,16 +105,16 @@ SUMMARY_KEYS = ("objective/scores", "objective/kl", "objective/kl_coef", "policy
                 "loss/policy_avg", "loss/value_avg", "env/response_length")
 
 
-def summarise(history: list[dict], wall_s: float) -> dict[str, float]:
-    """First- and last-fifth means of the headline metrics, plus throughput and phase shares."""
+def summarise(history: list[dict], wall_s: float, episodes: int) -> dict[str, float]:
+    """First- and last-fifth means of the headline metrics, plus throughput (`episodes` in `wall_s`) and phase shares."""
     k = max(1, len(history) // 5)
     out = {}
     for key in SUMMARY_KEYS:
         out[f"{key}/first"] = _mean(history[:k], key)
         out[f"{key}/last"] = _mean(history[-k:], key)
     out["wall_s"] = wall_s
-    out["episodes"] = history[-1]["episode"] if history else 0
-    out["eps"] = out["episodes"] / wall_s if wall_s > 0 else 0.0
+    out["episodes"] = episodes
+    out["eps"] = episodes / wall_s if wall_s > 0 else 0.0
     phases = {p: sum(h.get(f"time/{p}_s", 0.0) for h in history) for p in ("generate", "reference", "value", "reward",
                                                                             "update")}
     total = sum(phases.values()) or 1.0

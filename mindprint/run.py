@@ -20,15 +20,15 @@ from accelerate.utils import set_seed
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mindprint import config
+from mindprint import checkpoint, config
 from mindprint.data import load_prompts
-from mindprint.errors import one_line
+from mindprint.errors import TrainingStopped, one_line
 from mindprint.models import build_models, pick_device
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.sweep import is_multirun, record_failure, run_identity
-from mindprint.tracking import Tracker, jsonable
-from mindprint.trainer import PPOTrainer
+from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
+from mindprint.trainer import Interrupted, PPOTrainer
 
 config.register()
 
@@ -65,6 +65,7 @@ def model_names(cfg: config.RunConfig) -> dict[str, str]:
 
 def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
     """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
+    resume_from, state = prepare_run_dir(cfg, run_dir)
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device.type == "cpu")
     set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
@@ -81,13 +82,19 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
              "value/trainable_params": count_parameters(models.value)[1], "prompts/skipped": prompts.skipped}
     tracker = None
     if accelerator.is_main_process:
-        tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name)
+        wandb_id = state["wandb_id"] if state else None
+        tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name, wandb_id)
     trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
+    if state is not None:
+        trainer.load_state_dict(state, resume_from)
+        trainer.history = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        print(f"resumed from {resume_from} (iteration {trainer.iteration} of {cfg.ppo.steps})")
     exit_code = 1
     try:
-        start = time.perf_counter()
+        start, first_episode = time.perf_counter(), trainer.episode
         history = trainer.train()
-        summary = {**facts, **summarise(history, time.perf_counter() - start)}
+        wall = time.perf_counter() - start
+        summary = {**facts, **summarise(history, wall, trainer.episode - first_episode)}
         exit_code = 0
     finally:
         if tracker is not None:
@@ -97,6 +104,32 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
         print_summary(summary)
         print(f"run directory: {run_dir}")
     return summary
+
+
+def prepare_run_dir(cfg: config.RunConfig, run_dir: Path) -> tuple[Optional[Path], Optional[dict]]:
+    """For resume=true: the newest checkpoint and its state, logs cut back to it. Else: refuse to mix two runs."""
+    if not cfg.resume:
+        if (run_dir / "metrics.jsonl").exists():
+            raise config.ConfigError(
+                f"hydra.run.dir={str(run_dir)!r} is not allowed: it already holds a run; add resume=true to "
+                "continue it, or choose another directory"
+            )
+        return None, None
+    path = checkpoint.latest(run_dir)
+    if path is None:
+        raise config.ConfigError(
+            f"resume=true is not allowed: no checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
+            "(expected hydra.run.dir of a run that saved one)"
+        )
+    state = checkpoint.load_state(path)
+    changes = checkpoint.config_changes(state["config"], dataclasses.asdict(cfg))
+    if changes:
+        raise config.ConfigError(
+            f"resume=true is not allowed: {path.name} was written by a different config ({'; '.join(changes)})"
+        )
+    for log in ("metrics.jsonl", "samples.jsonl"):  # lines past the checkpoint are redone, never doubled
+        truncate_log(run_dir / log, state["iteration"])
+    return path, state
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -116,6 +149,11 @@ def hydra_main(cfg: DictConfig) -> Optional[dict]:
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)
         return execute(run_cfg, run_dir, *run_identity())
+    except Interrupted as stop:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
+        print(f"interrupted by {stop}. Resume with:\n  python -m mindprint.run {' '.join(overrides)} "
+              f"hydra.run.dir={run_dir} resume=true", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except Exception as err:
         message = user_mistake(err)
         if is_multirun():  # one job's failure must not stop the sweep: record it, report at the end
@@ -126,7 +164,7 @@ def hydra_main(cfg: DictConfig) -> Optional[dict]:
             raise
         if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
             shutil.rmtree(run_dir, ignore_errors=True)
-        fail(message)
+        fail(message, 1 if isinstance(err, TrainingStopped) else 2)
 
 
 def user_mistake(err: Exception):
@@ -134,10 +172,10 @@ def user_mistake(err: Exception):
     return None if os.environ.get("MINDPRINT_FULL_ERROR") == "1" else one_line(err)
 
 
-def fail(message: str) -> None:
-    """A user mistake: one line on stderr, exit code 2 (SystemExit passes through Hydra's job runner)."""
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and an exit code (2: a user mistake); SystemExit passes through Hydra's job runner."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def main() -> None:

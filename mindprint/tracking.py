@@ -22,6 +22,17 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def truncate_log(path: Path, iteration: int) -> None:
+    """Drop the lines of a per-iteration log past `iteration` (they are redone after a resume)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line)["iteration"] <= iteration]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    tmp.replace(path)
+
+
 class Tracker:
     """metrics.jsonl + samples.jsonl in the run directory, mirrored to W&B when `logger.backend=wandb`.
 
@@ -29,7 +40,8 @@ class Tracker:
     run failed when given a non-zero exit code).
     """
 
-    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, group: str, name: str):
+    def __init__(self, run_dir: Path, cfg: LoggerConfig, config: dict, group: str, name: str,
+                 resume_id: Optional[str] = None):
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
@@ -47,6 +59,8 @@ class Tracker:
                 mode=cfg.mode,
                 config=config,
                 dir=str(run_dir),
+                id=resume_id,  # a resumed run continues its W&B run
+                resume="allow" if resume_id else None,
             )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:

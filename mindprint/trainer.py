@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import random
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from mindprint import ppo
+from mindprint import checkpoint, ppo
 from mindprint.config import RunConfig
+from mindprint.errors import TrainingStopped
 from mindprint.data import Prompt, PromptSampler, PromptSet
 from mindprint.models import Models, per_token_values
 from mindprint.rewards import Scorer
@@ -75,6 +83,43 @@ class Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
+class Interrupted(Exception):
+    """SIGTERM/SIGINT arrived; the run saved a checkpoint at a safe point and stops."""
+
+    def __init__(self, signum: int, iteration: int, path: Optional[Path]):
+        super().__init__(f"{signal.Signals(signum).name} at iteration {iteration}; checkpoint: {path}")
+        self.signum, self.iteration, self.path = signum, iteration, path
+
+
+class StopSignals:
+    """Turns the first SIGTERM/SIGINT (SLURM preemption, Ctrl-C) into a flag read between iterations.
+
+    A second signal of the same kind gets the default behaviour, so a stuck run can still be killed.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        self.received = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -121,6 +166,8 @@ class PPOTrainer:
         self.kl_coef = self.p.init_kl_coef
         self.iteration = 0
         self.episode = 0
+        self.skipped_updates = 0  # iterations whose update was skipped for NaN/Inf
+        self.bad_streak = 0
         self.tracker = tracker
         self.history: list[dict] = []
 
@@ -228,10 +275,16 @@ class PPOTrainer:
         adv = ppo.masked_whiten(adv, r.mask)
         return kl, adv, returns
 
-    def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+    def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> tuple[dict[str, float], bool]:
+        """ppo_epochs passes of minibatches; returns (token-averaged stats, whether any step was skipped).
+
+        A minibatch whose loss or gradient norm is NaN/Inf takes no optimizer step, so no NaN ever
+        reaches the weights or Adam's moments.
+        """
         self.policy.train()
         self.value.train()
         stats = TokenStats(self.device)
+        skipped = False
         B = r.responses.shape[0]
         for epoch in range(self.p.ppo_epochs):
             order = torch.randperm(B, generator=self.shuffle_gen).to(self.device)
@@ -239,6 +292,7 @@ class PPOTrainer:
                 mb_idx = order[mb]
                 self.policy_opt.zero_grad(set_to_none=True)
                 self.value_opt.zero_grad(set_to_none=True)
+                finite = True
                 for micro in _chunks(len(mb_idx), self.p.micro_batch_size):
                     idx = mb_idx[micro]
                     rows = r.rows(idx)
@@ -250,6 +304,7 @@ class PPOTrainer:
                         new_values, r.values[idx], returns[idx], mask, self.p.cliprange_value
                     )
                     loss = pg_loss + self.p.vf_coef * vf_loss
+                    finite &= bool(torch.isfinite(loss))
                     self.accelerator.backward(loss * len(idx) / len(mb_idx))
                     tokens = mask.sum()
                     stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
@@ -261,13 +316,22 @@ class PPOTrainer:
                     stats.add("val/ratio", pg["ratio"], tokens)
                     if epoch == 0 and mb_index == 0:
                         stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
-                self.accelerator.clip_grad_norm_(self.policy.parameters(), self.p.max_grad_norm)
-                self.accelerator.clip_grad_norm_(self.value.parameters(), self.p.max_grad_norm)
-                self.policy_opt.step()
-                self.value_opt.step()
+                norms = [
+                    self.accelerator.clip_grad_norm_(self.policy.parameters(), self.p.max_grad_norm),
+                    self.accelerator.clip_grad_norm_(self.value.parameters(), self.p.max_grad_norm),
+                ]
+                if finite and all(torch.isfinite(n) for n in norms):
+                    self.policy_opt.step()
+                    self.value_opt.step()
+                    stats.add("policy/grad_norm", norms[0], torch.ones((), device=self.device))
+                    stats.add("val/grad_norm", norms[1], torch.ones((), device=self.device))
+                else:
+                    skipped = True
+        self.policy_opt.zero_grad(set_to_none=True)
+        self.value_opt.zero_grad(set_to_none=True)
         for sched in self.schedulers:
             sched.step()
-        return stats.averages(self.accelerator)
+        return stats.averages(self.accelerator), skipped
 
     # ------------------------------------------------------------- iteration
 
@@ -277,8 +341,16 @@ class PPOTrainer:
         batch = self.sampler.batch(self.iteration, self.p.batch_size)
         r = self.rollout(batch, timer)
         kl, adv, returns = self.advantages(r)
-        with timer("update"):
-            train_stats = self.update(r, adv, returns)
+        inputs_finite = all(bool(torch.isfinite(x).all()) for x in (r.scores, adv, returns))
+        train_stats, skipped = {}, True
+        if inputs_finite:
+            with timer("update"):
+                train_stats, skipped = self.update(r, adv, returns)
+        else:
+            for sched in self.schedulers:  # the schedule counts iterations, updated or not
+                sched.step()
+        self.skipped_updates += int(skipped)
+        self.bad_streak = self.bad_streak + 1 if skipped else 0
 
         gather = self.accelerator.gather
         mask = gather(r.mask)
@@ -306,8 +378,9 @@ class PPOTrainer:
             "perf/tokens_per_s": tokens / elapsed,
             "time/rollout_s": sum(timer.seconds[k] for k in ("generate", "reference", "value", "reward")),
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
+            "health/skipped_updates": self.skipped_updates,
         }
-        if self.p.adaptive_kl:
+        if self.p.adaptive_kl and math.isfinite(metrics["objective/kl"]):
             self.kl_coef = ppo.adaptive_kl_coef(
                 self.kl_coef, metrics["objective/kl"], self.p.target_kl, n_episodes, self.p.horizon
             )
@@ -337,25 +410,105 @@ class PPOTrainer:
 
     def train(self, progress: bool = True) -> list[dict]:
         run_start = time.perf_counter()
-        bar = tqdm(total=self.p.steps, disable=not (progress and self.accelerator.is_main_process), desc="PPO")
-        while self.iteration < self.p.steps:
-            metrics = {"iteration": self.iteration + 1, **self.step()}
-            metrics["eps"] = self.episode / (time.perf_counter() - run_start)
-            self.iteration += 1
-            last = self.iteration == self.p.steps
-            if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):
-                eval_metrics, samples = self.evaluate()
-                metrics.update(eval_metrics)
+        episodes_at_start = self.episode
+        bar = tqdm(total=self.p.steps, initial=self.iteration, desc="PPO",
+                   disable=not (progress and self.accelerator.is_main_process))
+        with StopSignals() as signals:
+            while self.iteration < self.p.steps:
+                metrics = {"iteration": self.iteration + 1, **self.step()}
+                metrics["eps"] = (self.episode - episodes_at_start) / (time.perf_counter() - run_start)
+                self.iteration += 1
+                last = self.iteration == self.p.steps
+                if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):
+                    eval_metrics, samples = self.evaluate()
+                    metrics.update(eval_metrics)
+                    if self.tracker is not None:
+                        self.tracker.log_samples(samples, self.iteration)
+                self.history.append(metrics)
                 if self.tracker is not None:
-                    self.tracker.log_samples(samples, self.iteration)
-            self.history.append(metrics)
-            if self.tracker is not None:
-                self.tracker.log(metrics, self.iteration)
-            bar.update(1)
-            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+                    self.tracker.log(metrics, self.iteration)
+                bar.update(1)
+                bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+                if self.bad_streak >= self.p.max_bad_updates:
+                    good = checkpoint.latest(self.run_dir)
+                    raise TrainingStopped(
+                        f"stopped at iteration {self.iteration}: {self.bad_streak} updates in a row had NaN or Inf "
+                        f"in scores, advantages or losses (ppo.max_bad_updates={self.p.max_bad_updates}); "
+                        f"last good checkpoint: {good or 'none'}"
+                    )
+                every = self.cfg.checkpoint.every
+                if self.bad_streak == 0 and every and (self.iteration % every == 0 or last):
+                    self.checkpoint()
+                if signals.received is not None:
+                    path = self.checkpoint() if self.bad_streak == 0 else checkpoint.latest(self.run_dir)
+                    raise Interrupted(signals.received, self.iteration, path)
         bar.close()
         self.save()
         return self.history
+
+    # ------------------------------------------------------------ checkpoints
+
+    def value_weights(self) -> dict[str, torch.Tensor]:
+        value = self.accelerator.unwrap_model(self.value)
+        return {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
+
+    def state_dict(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "episode": self.episode,
+            "kl_coef": self.kl_coef,
+            "skipped_updates": self.skipped_updates,
+            "policy_opt": self.policy_opt.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "sampler": self.sampler.state_dict(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
+            "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict, path: Path) -> None:
+        """Continue exactly where `state` (and the weights beside it in `path`) left off."""
+        set_peft_model_state_dict(
+            self.accelerator.unwrap_model(self.policy), load_file(str(path / "adapter" / "adapter_model.safetensors"))
+        )
+        missing = self.accelerator.unwrap_model(self.value).load_state_dict(
+            checkpoint.load_value_weights(path), strict=False
+        )
+        assert not missing.unexpected_keys, missing.unexpected_keys
+        self.iteration, self.episode = state["iteration"], state["episode"]
+        self.kl_coef, self.skipped_updates = state["kl_coef"], state["skipped_updates"]
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        for sched, sd in zip(self.schedulers, state["schedulers"]):
+            sched.load_state_dict(sd)
+        self.sampler.load_state_dict(state["sampler"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+
+    def checkpoint(self) -> Optional[Path]:
+        """Save a checkpoint (main process); a state with NaN/Inf weights is never saved."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        policy = self.accelerator.unwrap_model(self.policy)
+        weights = self.value_weights()
+        lora = {n: p for n, p in policy.named_parameters() if p.requires_grad}
+        if not (checkpoint.all_finite(weights) and checkpoint.all_finite(lora)):
+            return checkpoint.latest(self.run_dir)
+        return checkpoint.save(self.run_dir, self.iteration, policy.save_pretrained, weights, self.state_dict(),
+                               self.cfg.checkpoint.keep)
 
     def save(self) -> None:
         """The adapter (peft format) and the value model's trainable weights (safetensors)."""
@@ -363,6 +516,4 @@ class PPOTrainer:
         if not self.accelerator.is_main_process:
             return
         self.accelerator.unwrap_model(self.policy).save_pretrained(self.run_dir / "adapter")
-        value = self.accelerator.unwrap_model(self.value)
-        trainable = {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
-        save_file(trainable, str(self.run_dir / "value_model.safetensors"))
+        save_file(self.value_weights(), str(self.run_dir / "value_model.safetensors"))

@@ -1,0 +1,71 @@
+"""`python -m mindprint.export RUN_DIR OUT_DIR [--merge] [--checkpoint NAME]`
+
+Writes the trained adapter (loadable with `PeftModel.from_pretrained(base, OUT_DIR)`), or with
+--merge a standalone model with W' = W + (α/r)·B·A folded into every adapted layer (seed 004's
+"Inference"), plus the policy's tokenizer either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+from mindprint import checkpoint
+
+
+def adapter_dir(run_dir: Path, name: Optional[str]) -> Path:
+    """The run's final adapter, a named checkpoint's, or the newest checkpoint's if the run did not finish."""
+    if name is not None:
+        path = run_dir / checkpoint.CHECKPOINTS / name / "adapter"
+    elif (run_dir / "adapter").is_dir():
+        path = run_dir / "adapter"
+    else:
+        newest = checkpoint.latest(run_dir)
+        path = newest / "adapter" if newest else run_dir / "adapter"
+    if not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(f"RUN_DIR={str(run_dir)!r} is not allowed: no adapter at {path}")
+    return path
+
+
+def export(run_dir: Path, out_dir: Path, merge: bool, checkpoint_name: Optional[str] = None) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = adapter_dir(run_dir, checkpoint_name)
+    base_name = json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")  # nothing half-written at OUT_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    if merge:
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32)
+        PeftModel.from_pretrained(base, source).merge_and_unload().save_pretrained(tmp)
+    else:
+        shutil.copytree(source, tmp)
+    AutoTokenizer.from_pretrained(base_name).save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mindprint.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint name, e.g. iter-000050")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.run_dir, args.out_dir, args.merge, args.checkpoint)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{'merged model' if args.merge else 'adapter'} written to {out}")
+
+
+if __name__ == "__main__":
+    main()
