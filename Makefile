@@ -6,7 +6,7 @@ TORCH_SPEC  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test baseline sweep clean
+.PHONY: install demo test baseline sweep voice-demo clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ baseline: install  ## seed 004 on a GPU with hub access: Qwen3-0.6B + rank-32 Lo
 sweep: install  ## the LoRA-rank sweep (1, 8, 32) on the demo models, offline, then the comparison report
 	$(PY) -m mindprint.run +experiment=rank_sweep hydra.sweep.dir=outputs/sweeps/rank_sweep -m
 	$(PY) -m mindprint.compare outputs/sweeps/rank_sweep
+
+voice-demo: install  ## the voice pipeline offline: synthetic pairs → tiny voice reward model (TRL) → PPO against it
+	$(PY) -m mindprint.voice outputs/voice/pairs.jsonl 1000
+	$(PY) -m mindprint.train_reward model=tiny pairs.name=outputs/voice/pairs.jsonl device=cpu \
+		training.learning_rate=1e-3 training.batch_size=16 hydra.run.dir=outputs/voice/reward
+	$(PY) -m mindprint.run +experiment=voice_demo hydra.run.dir=outputs/voice/ppo
 
 clean:
 	rm -rf outputs multirun

@@ -148,6 +148,7 @@ class RewardConfig:
     quantization: str = "8bit"  # 8bit | 4bit | none (bitsandbytes)
     dtype: str = "auto"
     rule: Optional[str] = None  # "module:function" scoring (prompts, responses) -> list[float]; replaces the model
+    path: Optional[str] = None  # reward=local: a saved classifier's directory (reward.name follows it)
     batch_size: int = 16
     max_length: int = 2048  # reward-model tokens per conversation; longer ones are cut from the left
 
@@ -163,7 +164,8 @@ class RewardConfig:
             (self.name is None) != (self.rule is None),
             "reward.name",
             self.name,
-            "exactly one of reward.name (a reward model) and reward.rule (a callable)",
+            "exactly one of reward.name or reward.path (with reward=local) for a reward model, and reward.rule "
+            "for a callable",
         )
         _require(self.batch_size >= 1, "reward.batch_size", self.batch_size, "an integer >= 1")
         _require(self.max_length >= 8, "reward.max_length", self.max_length, "an integer >= 8")
@@ -241,6 +243,52 @@ class RunConfig:
         _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
 
 
+@dataclass
+class PairsConfig:
+    """Preference pairs: prompt/chosen/rejected (strings or TRL's conversational lists), hub or local file."""
+
+    name: str = "outputs/voice/pairs.jsonl"  # hub name or local .jsonl/.json/.csv/.parquet
+    split: str = "train"
+    eval_split: Optional[str] = None  # None: hold out the last `eval_size` pairs after a seeded shuffle
+    eval_size: int = 100
+
+    def __post_init__(self) -> None:
+        _require(self.eval_size >= 1, "pairs.eval_size", self.eval_size, "an integer >= 1")
+
+
+@dataclass
+class RewardTrainingConfig:
+    """TRL RewardTrainer settings (Bradley-Terry loss on chosen vs rejected)."""
+
+    epochs: float = 1.0
+    batch_size: int = 8
+    learning_rate: float = 1e-5
+    max_length: int = 1024
+    lora_rank: int = 0  # 0: train the whole classifier; r > 0: a rank-r LoRA (merged into the saved model)
+    center_rewards_coefficient: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "training.epochs", self.epochs, "a number > 0")
+        _require(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a number > 0")
+        _require(self.lora_rank >= 0, "training.lora_rank", self.lora_rank, "an integer >= 0 (0 = full training)")
+
+
+@dataclass
+class TrainRewardConfig:
+    """`python -m mindprint.train_reward`: a reward model from preference pairs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
+
+
 def asset_path(name: str) -> str:
     """Absolute path of a file shipped in mindprint/assets (the `${asset:NAME}` resolver)."""
     return str(resources.files("mindprint") / "assets" / name)
@@ -257,6 +305,7 @@ def register() -> None:
     """Register the schema of every group with Hydra, and our resolvers with OmegaConf."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="train_reward_schema", node=TrainRewardConfig)
     for resolver, fn in (("asset", asset_path), ("tiny", tiny_path)):
         if not OmegaConf.has_resolver(resolver):
             OmegaConf.register_new_resolver(resolver, fn)

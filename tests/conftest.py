@@ -17,10 +17,10 @@ os.environ["WANDB_MODE"] = "offline"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m mindprint.run ARGS` as a user types it."""
+def run_cli(*args: str, module: str = "mindprint.run", cwd: Path = REPO, timeout: int = 600):
+    """`python -m mindprint.run ARGS` (or another entry point) as a user types it."""
     return subprocess.run(
-        [sys.executable, "-m", "mindprint.run", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 

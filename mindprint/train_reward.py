@@ -1,0 +1,158 @@
+"""`python -m mindprint.train_reward [overrides]`: train a reward model on preference pairs with TRL.
+
+Pairs are shown to the model as conversations (user = prompt, assistant = response) through its chat
+template: the exact format `RewardModelScorer` gives it during PPO. Writes RUN_DIR/model (classifier +
+tokenizer, LoRA merged) and RUN_DIR/eval.json (held-out pairwise accuracy and mean margin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import datasets
+import hydra
+import peft
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForSequenceClassification
+from trl import RewardConfig as TRLRewardConfig
+from trl import RewardTrainer
+
+from mindprint import config
+from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
+from mindprint.data import LOCAL_BUILDERS
+from mindprint.models import load_config, load_tokenizer, pick_device
+from mindprint.rewards import RewardModelScorer
+from mindprint.run import fail, quiet_libraries, user_mistake
+
+config.register()
+COLUMNS = ("chosen", "rejected")
+
+
+def load_pairs(cfg: PairsConfig, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    path = os.path.expanduser(cfg.name)
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in LOCAL_BUILDERS or os.path.exists(path):
+            if not os.path.isfile(path):
+                raise ConfigError(f"pairs.name={cfg.name!r} is not allowed: no such file")
+            ds = datasets.load_dataset(LOCAL_BUILDERS.get(suffix, "json"), data_files=path, split="train")
+            held_out = None
+        else:
+            ds = datasets.load_dataset(cfg.name, split=cfg.split)
+            held_out = datasets.load_dataset(cfg.name, split=cfg.eval_split) if cfg.eval_split else None
+    except ConfigError:
+        raise
+    except Exception as err:  # datasets raises many types for unreadable input
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"pairs.name={cfg.name!r} could not be loaded: {reason}") from None
+    for column in COLUMNS:
+        if column not in ds.column_names:
+            raise ConfigError(
+                f"pairs.name={cfg.name!r} is not allowed: it has no {column!r} column "
+                f"(columns: {', '.join(ds.column_names)}; expected prompt, chosen, rejected)"
+            )
+    if held_out is None:
+        if len(ds) <= cfg.eval_size:
+            raise ConfigError(f"pairs.eval_size={cfg.eval_size} is not allowed: expected fewer than the {len(ds)} pairs")
+        split = ds.train_test_split(test_size=cfg.eval_size, seed=seed)
+        ds, held_out = split["train"], split["test"]
+    return as_conversations(ds), as_conversations(held_out)
+
+
+def as_conversations(ds: datasets.Dataset) -> datasets.Dataset:
+    """prompt/chosen/rejected strings → TRL's conversational form, so the chat template frames them."""
+    if "prompt" not in ds.column_names or not isinstance(ds[0]["chosen"], str):
+        return ds
+    return ds.map(
+        lambda ex: {
+            "prompt": [{"role": "user", "content": ex["prompt"]}],
+            "chosen": [{"role": "assistant", "content": ex["chosen"]}],
+            "rejected": [{"role": "assistant", "content": ex["rejected"]}],
+        }
+    )
+
+
+def pairwise_eval(model, tokenizer, pairs: datasets.Dataset, max_length: int) -> dict[str, float]:
+    """Accuracy and mean margin of score(chosen) − score(rejected), scored as PPO will score."""
+    scorer = RewardModelScorer(model, tokenizer, batch_size=16, max_length=max_length)
+    prompts = [ex["prompt"][-1]["content"] if "prompt" in ex else "" for ex in pairs]
+    chosen = [ex["chosen"][-1]["content"] for ex in pairs]
+    rejected = [ex["rejected"][-1]["content"] for ex in pairs]
+    margin = scorer(prompts, chosen) - scorer(prompts, rejected)
+    return {"accuracy": (margin > 0).float().mean().item(), "margin": margin.mean().item(), "pairs": len(pairs)}
+
+
+def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
+    device = pick_device(cfg.device)
+    train, held_out = load_pairs(cfg.pairs, cfg.seed)
+    load_config("model.name", cfg.model.name)
+    tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="right")
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(cfg.model.name), num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    lora = None
+    if cfg.training.lora_rank > 0:
+        lora = peft.LoraConfig(task_type="SEQ_CLS", r=cfg.training.lora_rank, lora_alpha=2 * cfg.training.lora_rank,
+                               target_modules="all-linear")
+    args = TRLRewardConfig(
+        output_dir=str(run_dir / "trainer"),
+        num_train_epochs=cfg.training.epochs,
+        per_device_train_batch_size=cfg.training.batch_size,
+        learning_rate=cfg.training.learning_rate,
+        max_length=cfg.training.max_length,
+        center_rewards_coefficient=cfg.training.center_rewards_coefficient,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=["wandb"] if cfg.logger.backend == "wandb" else "none",
+        run_name=cfg.logger.name,
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        seed=cfg.seed,
+        disable_tqdm=True,
+    )
+    if cfg.logger.backend == "wandb":
+        os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    trained = trainer.model.merge_and_unload() if isinstance(trainer.model, peft.PeftModel) else trainer.model
+    trained.eval()
+    result = pairwise_eval(trained, tokenizer, held_out, cfg.training.max_length)
+    trained.save_pretrained(run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "model")
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    print(f"held-out pairwise accuracy {result['accuracy']:.3f}, mean margin {result['margin']:.3f} "
+          f"({result['pairs']} pairs); reward model: {run_dir / 'model'}")
+    return result
+
+
+@hydra.main(config_path="../conf", config_name="train_reward", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> dict:
+    quiet_libraries()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return train_reward(OmegaConf.to_object(cfg), run_dir)
+    except Exception as err:
+        message = user_mistake(err)
+        if message is None:
+            raise
+        fail(message)
+
+
+def main() -> None:
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as err:
+        message = user_mistake(err)
+        if message is None:
+            raise
+        fail(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
