@@ -3,7 +3,8 @@
 RUN_DIR/checkpoints/iter-000050/
     adapter/                   the policy's LoRA (peft format)
     value_model.safetensors    the value model's trainable weights
-    trainer_state.pt           optimizers, schedulers, β, counters, prompt sampler, every RNG, W&B id, config
+    trainer_state.pt           optimizers, schedulers, β, counters, W&B id, config
+    process-N.pt               each process's prompt sampler and RNG states
 """
 
 from __future__ import annotations
@@ -39,34 +40,38 @@ def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
-def save(
-    run_dir: Path,
-    iteration: int,
-    adapter_saver,
-    value_weights: dict[str, torch.Tensor],
-    state: dict[str, Any],
-    keep: int,
+def process_file(index: int) -> str:
+    return f"process-{index}.pt"
+
+
+def begin(run_dir: Path, iteration: int, create: bool) -> Path:
+    """The temporary directory of the checkpoint for `iteration` (made afresh by the main process)."""
+    tmp = run_dir / CHECKPOINTS / f".tmp-iter-{iteration:06d}"
+    if create:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(
+    tmp: Path, adapter_saver, value_weights: dict[str, torch.Tensor], state: dict[str, Any], keep: int
 ) -> Path:
-    root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"iter-{iteration:06d}"
-    tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    """Write the shared part beside the per-process files, then rename: the checkpoint appears whole or not at all."""
     adapter_saver(tmp / "adapter")
     save_file(value_weights, str(tmp / "value_model.safetensors"))
     torch.save(state, tmp / STATE)
+    final = tmp.parent / tmp.name.removeprefix(".tmp-")
     if final.exists():  # the same iteration saved again after a resume: replace it whole
         shutil.rmtree(final)
     os.rename(tmp, final)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
+    for old in checkpoint_dirs(tmp.parent.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path, name: str = STATE) -> dict[str, Any]:
     # Our own file, holding RNG states and optimizer tensors: not restricted to plain tensors.
-    return torch.load(path / STATE, weights_only=False)
+    return torch.load(path / name, weights_only=False)
 
 
 def load_value_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -234,10 +234,19 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return model.get_base_model() if isinstance(model, peft.PeftModel) else model
 
 
-def per_token_values(value_model: nn.Module, input_ids, attention_mask, position_ids) -> torch.Tensor:
-    """V(s_t) at every position: the classifier's score head applied to every hidden state, not just the last."""
-    clf = unwrap_peft(value_model)
-    backbone = getattr(clf, clf.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return clf.score(hidden.last_hidden_state).squeeze(-1).float()
+class TokenValueModel(nn.Module):
+    """V(s_t) at every position: the classifier's score head on every hidden state, not just the last.
 
+    A module of its own so that, under DDP, the value forward runs through the wrapper that syncs gradients.
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        clf = unwrap_peft(self.classifier)
+        backbone = getattr(clf, clf.base_model_prefix)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False)
+        return clf.score(hidden.last_hidden_state).squeeze(-1).float()

@@ -16,7 +16,7 @@ from typing import Optional
 
 import hydra
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -65,9 +65,10 @@ def model_names(cfg: config.RunConfig) -> dict[str, str]:
 
 def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
     """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
-    resume_from, state = prepare_run_dir(cfg, run_dir)
     device = pick_device(cfg.device)
     accelerator = Accelerator(cpu=device.type == "cpu")
+    run_dir = shared_run_dir(accelerator, run_dir)
+    resume_from, state = prepare_run_dir(cfg, run_dir, accelerator)
     set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
     models = build_models(cfg, accelerator.device)
     prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
@@ -106,7 +107,20 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
     return summary
 
 
-def prepare_run_dir(cfg: config.RunConfig, run_dir: Path) -> tuple[Optional[Path], Optional[dict]]:
+def shared_run_dir(accelerator: Accelerator, run_dir: Path) -> Path:
+    """Under `accelerate launch` every process composes its own Hydra config, and `${now:}` may tick
+    between them: all processes write to the main process's directory, and a stray one is removed."""
+    if accelerator.num_processes == 1:
+        return run_dir
+    shared = Path(broadcast_object_list([str(run_dir)])[0])
+    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return shared
+
+
+def prepare_run_dir(
+    cfg: config.RunConfig, run_dir: Path, accelerator: Accelerator
+) -> tuple[Optional[Path], Optional[dict]]:
     """For resume=true: the newest checkpoint and its state, logs cut back to it. Else: refuse to mix two runs."""
     if not cfg.resume:
         if (run_dir / "metrics.jsonl").exists():
@@ -127,8 +141,10 @@ def prepare_run_dir(cfg: config.RunConfig, run_dir: Path) -> tuple[Optional[Path
         raise config.ConfigError(
             f"resume=true is not allowed: {path.name} was written by a different config ({'; '.join(changes)})"
         )
-    for log in ("metrics.jsonl", "samples.jsonl"):  # lines past the checkpoint are redone, never doubled
-        truncate_log(run_dir / log, state["iteration"])
+    if accelerator.is_main_process:
+        for log in ("metrics.jsonl", "samples.jsonl"):  # lines past the checkpoint are redone, never doubled
+            truncate_log(run_dir / log, state["iteration"])
+    accelerator.wait_for_everyone()
     return path, state
 
 

@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mindprint import checkpoint, ppo
-from mindprint.config import RunConfig
+from mindprint.config import ConfigError, RunConfig
 from mindprint.errors import TrainingStopped
 from mindprint.data import Prompt, PromptSampler, PromptSet
-from mindprint.models import Models, per_token_values
+from mindprint.models import Models, TokenValueModel
 from mindprint.rewards import Scorer
 from mindprint.tracking import Tracker
 
@@ -148,7 +148,10 @@ class PPOTrainer:
         self.models, self.prompts, self.scorer = models, prompts, scorer
         self.run_dir, self.accelerator = run_dir, accelerator
         self.device = accelerator.device
-        self.sampler = PromptSampler(prompts.train, self.p.steps_per_topic, cfg.data.shuffle, cfg.seed)
+        # Each process draws its own prompts; process 0's stream is the single-process one.
+        self.sampler = PromptSampler(
+            prompts.train, self.p.steps_per_topic, cfg.data.shuffle, cfg.seed + accelerator.process_index
+        )
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.policy_opt = torch.optim.AdamW(
             [p for p in models.policy.parameters() if p.requires_grad], lr=self.p.learning_rate
@@ -161,7 +164,7 @@ class PPOTrainer:
             for opt in (self.policy_opt, self.value_opt)
         ]
         self.policy, self.value, self.policy_opt, self.value_opt = accelerator.prepare(
-            models.policy, models.value, self.policy_opt, self.value_opt
+            models.policy, TokenValueModel(models.value), self.policy_opt, self.value_opt
         )
         self.kl_coef = self.p.init_kl_coef
         self.iteration = 0
@@ -223,7 +226,7 @@ class PPOTrainer:
         input_ids, attention_mask, position_ids = sequence_inputs(**rows)
         T = rows["responses"].shape[1]
         # V(s_t) is read at the token *before* a_t: the last prompt token for the first response token.
-        return per_token_values(model, input_ids, attention_mask, position_ids)[:, -T - 1 : -1]
+        return model(input_ids, attention_mask, position_ids)[:, -T - 1 : -1]
 
     @torch.no_grad()
     def batched(self, fn, rows: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -240,6 +243,11 @@ class PPOTrainer:
             penalty = torch.full_like(scores, self.p.missing_eos_penalty)
             scores = torch.where(self.ended(responses, mask), scores, penalty)
         return scores
+
+    def everywhere(self, ok: bool) -> bool:
+        """True only if `ok` holds on every process, so all of them skip (or take) a step together."""
+        flags = self.accelerator.reduce(torch.tensor([0.0 if ok else 1.0], device=self.device), "sum")
+        return flags.item() == 0
 
     def ended(self, responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per episode: did the response stop on a stop token (rather than the length limit)?"""
@@ -320,7 +328,7 @@ class PPOTrainer:
                     self.accelerator.clip_grad_norm_(self.policy.parameters(), self.p.max_grad_norm),
                     self.accelerator.clip_grad_norm_(self.value.parameters(), self.p.max_grad_norm),
                 ]
-                if finite and all(torch.isfinite(n) for n in norms):
+                if self.everywhere(finite and all(bool(torch.isfinite(n)) for n in norms)):
                     self.policy_opt.step()
                     self.value_opt.step()
                     stats.add("policy/grad_norm", norms[0], torch.ones((), device=self.device))
@@ -341,7 +349,7 @@ class PPOTrainer:
         batch = self.sampler.batch(self.iteration, self.p.batch_size)
         r = self.rollout(batch, timer)
         kl, adv, returns = self.advantages(r)
-        inputs_finite = all(bool(torch.isfinite(x).all()) for x in (r.scores, adv, returns))
+        inputs_finite = self.everywhere(all(bool(torch.isfinite(x).all()) for x in (r.scores, adv, returns)))
         train_stats, skipped = {}, True
         if inputs_finite:
             with timer("update"):
@@ -352,13 +360,14 @@ class PPOTrainer:
         self.skipped_updates += int(skipped)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
 
+        # Only per-episode vectors cross processes: response lengths may differ between them.
         gather = self.accelerator.gather
-        mask = gather(r.mask)
+        lengths = gather(r.mask.sum(1))
         kl_sum = gather(((r.logprobs - r.ref_logprobs) * r.mask).sum(1))  # k1, as the controller reads it
         non_score = gather((-self.kl_coef * kl).sum(1))
         scores = gather(r.scores)
         n_episodes = len(scores)
-        tokens = mask.sum().item()
+        tokens = lengths.sum().item()
         self.episode += n_episodes
         elapsed = time.perf_counter() - start
         metrics = {
@@ -371,7 +380,7 @@ class PPOTrainer:
             "objective/kl_coef": self.kl_coef,
             **train_stats,
             "val/num_eos_tokens": int(gather(self.ended(r.responses, r.mask).long()).sum().item()),
-            "env/response_length": mask.sum(1).mean().item(),
+            "env/response_length": lengths.mean().item(),
             "lr": self.schedulers[0].get_last_lr()[0],
             "episode": self.episode,
             "eps": n_episodes / elapsed,
@@ -449,10 +458,11 @@ class PPOTrainer:
     # ------------------------------------------------------------ checkpoints
 
     def value_weights(self) -> dict[str, torch.Tensor]:
-        value = self.accelerator.unwrap_model(self.value)
+        value = self.models.value
         return {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
 
     def state_dict(self) -> dict:
+        """What all processes share (the main process saves it)."""
         return {
             "iteration": self.iteration,
             "episode": self.episode,
@@ -461,6 +471,14 @@ class PPOTrainer:
             "policy_opt": self.policy_opt.state_dict(),
             "value_opt": self.value_opt.state_dict(),
             "schedulers": [s.state_dict() for s in self.schedulers],
+            "num_processes": self.accelerator.num_processes,
+            "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def process_state(self) -> dict:
+        """What differs between processes: their prompts and random streams."""
+        return {
             "sampler": self.sampler.state_dict(),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "rng": {
@@ -469,18 +487,19 @@ class PPOTrainer:
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
             },
-            "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
-            "config": dataclasses.asdict(self.cfg),
         }
 
     def load_state_dict(self, state: dict, path: Path) -> None:
-        """Continue exactly where `state` (and the weights beside it in `path`) left off."""
+        """Continue exactly where `state` (and the files beside it in `path`) left off."""
+        if state["num_processes"] != self.accelerator.num_processes:
+            raise ConfigError(
+                f"resume=true is not allowed with {self.accelerator.num_processes} processes: {path.name} was "
+                f"written by {state['num_processes']} (launch the same number)"
+            )
         set_peft_model_state_dict(
             self.accelerator.unwrap_model(self.policy), load_file(str(path / "adapter" / "adapter_model.safetensors"))
         )
-        missing = self.accelerator.unwrap_model(self.value).load_state_dict(
-            checkpoint.load_value_weights(path), strict=False
-        )
+        missing = self.models.value.load_state_dict(checkpoint.load_value_weights(path), strict=False)
         assert not missing.unexpected_keys, missing.unexpected_keys
         self.iteration, self.episode = state["iteration"], state["episode"]
         self.kl_coef, self.skipped_updates = state["kl_coef"], state["skipped_updates"]
@@ -488,9 +507,10 @@ class PPOTrainer:
         self.value_opt.load_state_dict(state["value_opt"])
         for sched, sd in zip(self.schedulers, state["schedulers"]):
             sched.load_state_dict(sd)
-        self.sampler.load_state_dict(state["sampler"])
-        self.shuffle_gen.set_state(state["shuffle_gen"])
-        rng = state["rng"]
+        mine = checkpoint.load_state(path, checkpoint.process_file(self.accelerator.process_index))
+        self.sampler.load_state_dict(mine["sampler"])
+        self.shuffle_gen.set_state(mine["shuffle_gen"])
+        rng = mine["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -498,17 +518,22 @@ class PPOTrainer:
         np.random.set_state(rng["numpy"])
 
     def checkpoint(self) -> Optional[Path]:
-        """Save a checkpoint (main process); a state with NaN/Inf weights is never saved."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return None
-        policy = self.accelerator.unwrap_model(self.policy)
+        """Save a checkpoint (every process its own part); a state with NaN/Inf weights is never saved."""
+        acc = self.accelerator
+        policy = acc.unwrap_model(self.policy)
         weights = self.value_weights()
         lora = {n: p for n, p in policy.named_parameters() if p.requires_grad}
-        if not (checkpoint.all_finite(weights) and checkpoint.all_finite(lora)):
+        if not (checkpoint.all_finite(weights) and checkpoint.all_finite(lora)):  # same on every process
             return checkpoint.latest(self.run_dir)
-        return checkpoint.save(self.run_dir, self.iteration, policy.save_pretrained, weights, self.state_dict(),
-                               self.cfg.checkpoint.keep)
+        tmp = checkpoint.begin(self.run_dir, self.iteration, create=acc.is_main_process)
+        acc.wait_for_everyone()
+        torch.save(self.process_state(), tmp / checkpoint.process_file(acc.process_index))
+        acc.wait_for_everyone()
+        path = None
+        if acc.is_main_process:
+            path = checkpoint.commit(tmp, policy.save_pretrained, weights, self.state_dict(), self.cfg.checkpoint.keep)
+        acc.wait_for_everyone()
+        return path or checkpoint.latest(self.run_dir)
 
     def save(self) -> None:
         """The adapter (peft format) and the value model's trainable weights (safetensors)."""
