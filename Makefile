@@ -1,12 +1,13 @@
 # One venv per checkout; torch pinned so pip takes the CPU wheel on our machines instead of a
 # multi-GB CUDA build. On a GPU machine: make install TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url ..."
 VENV        ?= .venv
+TRL_VENV    ?= .venv-trl
 PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test baseline sweep voice-demo clean
+.PHONY: install demo test baseline sweep voice-demo bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +36,16 @@ voice-demo: install  ## the voice pipeline offline: synthetic pairs → tiny voi
 	$(PY) -m mindprint.train_reward model=tiny pairs.name=outputs/voice/pairs.jsonl device=cpu \
 		training.learning_rate=1e-3 training.batch_size=16 hydra.run.dir=outputs/voice/reward
 	$(PY) -m mindprint.run +experiment=voice_demo hydra.run.dir=outputs/voice/ppo
+
+# TRL's PPOTrainer was removed in trl 1.13: the comparison runs trl 1.12.0 from a venv of its own.
+$(TRL_VENV)/.installed:
+	test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(TRL_VENV)/bin/python -m pip install -q "trl==1.12.0" "transformers==5.23.0" peft accelerate datasets
+	touch $@
+
+bench: install $(TRL_VENV)/.installed  ## mindprint vs TRL 1.12 PPO, tiny models on CPU → outputs/bench/cpu_tiny.json
+	$(PY) -m mindprint.bench cpu --reps 3
 
 clean:
 	rm -rf outputs multirun
