@@ -78,6 +78,7 @@ class PPOConfig:
     batch_size: int = 64  # episodes (prompt, response) per iteration, per process
     mini_batch_size: int = 16  # episodes per optimizer step
     micro_batch_size: int = 8  # episodes per forward/backward (gradient accumulation inside a minibatch)
+    rollout_batch_size: int = 64  # episodes per no-grad forward of the rollout (old log-probs, reference, values)
     ppo_epochs: int = 4
     learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
     value_learning_rate: float = 1.41e-5
@@ -105,7 +106,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         pos = "an integer >= 1"
-        for key in ("steps", "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "horizon"):
+        for key in ("steps", "batch_size", "mini_batch_size", "micro_batch_size", "rollout_batch_size", "ppo_epochs",
+                    "horizon"):
             _require(getattr(self, key) >= 1, f"ppo.{key}", getattr(self, key), pos)
         _require(self.response_length >= 1, "ppo.response_length", self.response_length, pos)
         _require(

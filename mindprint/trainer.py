@@ -231,7 +231,7 @@ class PPOTrainer:
     @torch.no_grad()
     def batched(self, fn, rows: dict[str, torch.Tensor]) -> torch.Tensor:
         n = rows["responses"].shape[0]
-        return torch.cat([fn({k: v[s] for k, v in rows.items()}) for s in _chunks(n, self.p.micro_batch_size)])
+        return torch.cat([fn({k: v[s] for k, v in rows.items()}) for s in _chunks(n, self.p.rollout_batch_size)])
 
     def decode(self, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
         tok = self.models.tokenizer
