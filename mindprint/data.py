@@ -29,26 +29,31 @@ class PromptSet:
     skipped: int  # empty or longer than data.max_prompt_length
 
 
-def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    path = os.path.expanduser(cfg.name)
+def load_table(key: str, name: str, split: str) -> datasets.Dataset:
+    """A split of a hub dataset, or a whole local .jsonl/.json/.csv/.parquet/.txt file (a .txt's lines: `text`).
+
+    Anything unreadable becomes a one-line ConfigError naming `key`.
+    """
+    path = os.path.expanduser(name)
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix in LOCAL_BUILDERS or os.path.exists(path):
             if not os.path.isfile(path):
-                raise ConfigError(f"data.name={cfg.name!r} is not allowed: no such file")
-            builder = LOCAL_BUILDERS.get(suffix)
-            if builder is None:
-                raise ConfigError(
-                    f"data.name={cfg.name!r} is not allowed: expected a file ending in {', '.join(LOCAL_BUILDERS)}"
-                )
-            ds = datasets.load_dataset(builder, data_files=path, split="train")
-            return ds.rename_column("text", cfg.prompt_field) if builder == "text" else ds
-        return datasets.load_dataset(cfg.name, split=split)
+                raise ConfigError(f"{key}={name!r} is not allowed: no such file")
+            if suffix not in LOCAL_BUILDERS:
+                raise ConfigError(f"{key}={name!r} is not allowed: expected a file ending in {', '.join(LOCAL_BUILDERS)}")
+            return datasets.load_dataset(LOCAL_BUILDERS[suffix], data_files=path, split="train")
+        return datasets.load_dataset(name, split=split)
     except ConfigError:
         raise
     except Exception as err:  # datasets raises many types for unreadable input
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"data.name={cfg.name!r} could not be loaded: {reason}") from None
+        raise ConfigError(f"{key}={name!r} could not be loaded: {reason}") from None
+
+
+def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    ds = load_table("data.name", cfg.name, split)
+    return ds.rename_column("text", cfg.prompt_field) if "text" in ds.column_names and cfg.name.endswith(".txt") else ds
 
 
 def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Prompt], int]:

@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -194,16 +195,28 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def main() -> None:
-    # Hydra's own report of a composition error spans several lines; take the exception instead.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+@contextmanager
+def one_line_errors():
+    """Inside a Hydra job: a user mistake becomes one line on stderr and exit code 2."""
     try:
-        hydra_main()
+        yield
     except Exception as err:
         message = user_mistake(err)
         if message is None:
             raise
         fail(message)
+
+
+def cli(hydra_entry) -> None:
+    """Run a @hydra.main entry point with composition errors (unknown key, bad type...) as one line, exit 2."""
+    # Hydra's own report of a composition error spans several lines; take the exception instead.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with one_line_errors():
+        hydra_entry()
+
+
+def main() -> None:
+    cli(hydra_main)
 
 
 if __name__ == "__main__":

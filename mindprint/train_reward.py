@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import datasets
@@ -24,32 +23,19 @@ from trl import RewardTrainer
 
 from mindprint import config
 from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
-from mindprint.data import LOCAL_BUILDERS
+from mindprint.data import load_table
 from mindprint.models import load_config, load_tokenizer, pick_device
 from mindprint.rewards import RewardModelScorer
-from mindprint.run import fail, quiet_libraries, user_mistake
+from mindprint.run import cli, one_line_errors, quiet_libraries
 
 config.register()
 COLUMNS = ("chosen", "rejected")
 
 
 def load_pairs(cfg: PairsConfig, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    path = os.path.expanduser(cfg.name)
-    suffix = os.path.splitext(path)[1].lower()
-    try:
-        if suffix in LOCAL_BUILDERS or os.path.exists(path):
-            if not os.path.isfile(path):
-                raise ConfigError(f"pairs.name={cfg.name!r} is not allowed: no such file")
-            ds = datasets.load_dataset(LOCAL_BUILDERS.get(suffix, "json"), data_files=path, split="train")
-            held_out = None
-        else:
-            ds = datasets.load_dataset(cfg.name, split=cfg.split)
-            held_out = datasets.load_dataset(cfg.name, split=cfg.eval_split) if cfg.eval_split else None
-    except ConfigError:
-        raise
-    except Exception as err:  # datasets raises many types for unreadable input
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"pairs.name={cfg.name!r} could not be loaded: {reason}") from None
+    ds = load_table("pairs.name", cfg.name, cfg.split)
+    local = os.path.exists(os.path.expanduser(cfg.name))
+    held_out = load_table("pairs.name", cfg.name, cfg.eval_split) if cfg.eval_split and not local else None
     for column in COLUMNS:
         if column not in ds.column_names:
             raise ConfigError(
@@ -134,25 +120,13 @@ def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
 def hydra_main(cfg: DictConfig) -> dict:
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with one_line_errors():
         return train_reward(OmegaConf.to_object(cfg), run_dir)
-    except Exception as err:
-        message = user_mistake(err)
-        if message is None:
-            raise
-        fail(message)
 
 
 def main() -> None:
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        hydra_main()
-    except Exception as err:
-        message = user_mistake(err)
-        if message is None:
-            raise
-        fail(message)
+    cli(hydra_main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
