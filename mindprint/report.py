@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
 from peft.tuners.lora import LoraLayer
 from rich.console import Console
 from rich.table import Table

@@ -1,7 +1,5 @@
 """Exact resume after SIGKILL, checkpoint on SIGTERM, NaN guards, bad input, export and merge."""
 
-import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,6 +1,5 @@
 """Hydra sweeps: one directory per job, offline W&B runs, failures reported, compare report."""
 
-import os
 from pathlib import Path
 
 import pytest
