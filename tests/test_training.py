@@ -185,3 +185,9 @@ def test_rule_scorer_and_a_bad_rule():
     assert vowel_share(["p"], ["!!"]) == [0.0]
     with pytest.raises(ConfigError, match="reward.rule='mindprint.rewards:nope'"):
         load_rule("mindprint.rewards:nope")
+
+
+def test_ratio_is_one_on_first_minibatch_at_a_sampling_temperature_below_one(tmp_path, tiny):
+    """Old log-probs and training log-probs both come from logits/temperature (at 1.0 a mismatch would hide)."""
+    history = small_trainer(tmp_path, "ppo.temperature=0.7").train(progress=False)
+    assert all(h["val/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5) for h in history)
