@@ -39,7 +39,7 @@ class TrainingStopped(RuntimeError):
     """The run cannot go on (repeated NaN/Inf); the message says why and where the last good checkpoint is."""
 
 
-_NOT_FOUND = re.compile(r"Could not find '([^/']+)/([^']+)'")
+_NOT_FOUND = re.compile(r"Could not find '([^']+)/([^'/]+)'")  # group (maybe nested, hydra/launcher) / option
 
 
 def one_line(err: BaseException) -> Optional[str]:
