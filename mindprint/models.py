@@ -143,6 +143,15 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig, rank: int, task_type: st
         raise
 
 
+def trainable_in_fp32(model: nn.Module) -> nn.Module:
+    """Keep every trained tensor in fp32 even when the frozen weights are bf16: AdamW steps of lr≈1e-5 fall
+    below bf16's resolution (8 bits of mantissa) and would mostly vanish."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model
+
+
 def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> peft.PeftModel:
     load_config("model.name", cfg.name)
     base = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
@@ -151,7 +160,7 @@ def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -
     policy = apply_lora(base, lora, lora.rank, "CAUSAL_LM", "lora.target_modules")
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return policy
+    return trainable_in_fp32(policy)
 
 
 def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> nn.Module:
@@ -166,7 +175,7 @@ def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) ->
         value = apply_lora(value, lora, lora.value_rank, "SEQ_CLS", "lora.target_modules")
     if cfg.gradient_checkpointing:
         value.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return value
+    return trainable_in_fp32(value)
 
 
 def build_reference(cfg: ModelConfig, tokenizer, device, dtype) -> Optional[PreTrainedModel]:
@@ -249,4 +258,5 @@ class TokenValueModel(nn.Module):
         backbone = getattr(clf, clf.base_model_prefix)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False)
-        return clf.score(hidden.last_hidden_state).squeeze(-1).float()
+        # the head is trained, so fp32 (trainable_in_fp32); the backbone may be frozen bf16 under a value LoRA
+        return clf.score(hidden.last_hidden_state.float()).squeeze(-1)

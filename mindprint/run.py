@@ -49,6 +49,8 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     # bitsandbytes logs, on every 8-bit matmul, that fp32 inputs are cast to fp16.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Offline, huggingface_hub logs every retry before from_pretrained fails; our one-line error says it all.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 # What Hydra writes into a run directory before our code runs; a run that fails on bad input

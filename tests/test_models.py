@@ -100,3 +100,21 @@ def test_pad_distinct_from_eos_and_two_stop_ids(demo_models):
     assert tok.pad_token_id != tok.eos_token_id
     assert sorted(demo_models.stop_ids) == sorted([tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")])
     assert tok.padding_side == "left"
+
+
+@pytest.mark.parametrize("value_rank", [0, 4])
+def test_trained_tensors_stay_fp32_when_the_model_loads_in_bf16(tiny, value_rank):
+    """On a GPU, model.dtype=auto loads bf16; AdamW on bf16 weights would lose most small updates."""
+    from mindprint.models import TokenValueModel
+
+    models = build_models(compose(["+experiment=demo", "model.dtype=bfloat16", f"lora.value_rank={value_rank}"]),
+                          torch.device("cpu"))
+    for model in (models.policy, models.value):
+        trained = [p for p in model.parameters() if p.requires_grad]
+        assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert any(p.dtype == torch.bfloat16 for p in models.policy.parameters() if not p.requires_grad)
+    ids = torch.tensor([[5, 17, 42]])
+    values = TokenValueModel(models.value)(ids, torch.ones_like(ids), torch.arange(3)[None])
+    assert values.shape == (1, 3) and values.dtype == torch.float32
+    values.sum().backward()
+    assert all(p.grad is not None for p in models.value.parameters() if p.requires_grad)
