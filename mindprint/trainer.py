@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from mindprint.errors import TrainingStopped
 from mindprint.data import Prompt, PromptSampler, PromptSet
 from mindprint.models import Models, TokenValueModel
 from mindprint.rewards import Scorer
+from mindprint.signals import Interrupted, StopSignals
 from mindprint.tracking import Tracker
 
 
@@ -81,43 +80,6 @@ class Timer:
         start = time.perf_counter()
         yield
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-
-class Interrupted(Exception):
-    """SIGTERM/SIGINT arrived; the run saved a checkpoint at a safe point and stops."""
-
-    def __init__(self, signum: int, iteration: int, path: Optional[Path]):
-        super().__init__(f"{signal.Signals(signum).name} at iteration {iteration}; checkpoint: {path}")
-        self.signum, self.iteration, self.path = signum, iteration, path
-
-
-class StopSignals:
-    """Turns the first SIGTERM/SIGINT (SLURM preemption, Ctrl-C) into a flag read between iterations.
-
-    A second signal of the same kind gets the default behaviour, so a stuck run can still be killed.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received: Optional[int] = None
-        self.previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-        self.received = signum
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
