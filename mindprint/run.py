@@ -27,9 +27,10 @@ from mindprint.errors import TrainingStopped, one_line
 from mindprint.models import build_models, pick_device
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
+from mindprint.signals import Interrupted
 from mindprint.sweep import is_multirun, record_failure, run_identity
 from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
-from mindprint.trainer import Interrupted, PPOTrainer
+from mindprint.trainer import PPOTrainer
 
 config.register()
 
