@@ -24,7 +24,7 @@ from trl import RewardTrainer
 from mindprint import config
 from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
 from mindprint.data import load_table
-from mindprint.models import load_config, load_tokenizer, pick_device
+from mindprint.models import load_tokenizer, pick_device
 from mindprint.rewards import RewardModelScorer
 from mindprint.run import cli, one_line_errors, quiet_libraries
 
@@ -76,7 +76,6 @@ def pairwise_eval(model, tokenizer, pairs: datasets.Dataset, max_length: int) ->
 def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
     device = pick_device(cfg.device)
     train, held_out = load_pairs(cfg.pairs, cfg.seed)
-    load_config("model.name", cfg.model.name)
     tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="right")
     torch.manual_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(cfg.model.name), num_labels=1)

@@ -345,7 +345,6 @@ class PPOTrainer:
             "env/response_length": lengths.mean().item(),
             "lr": self.schedulers[0].get_last_lr()[0],
             "episode": self.episode,
-            "eps": n_episodes / elapsed,
             "perf/tokens_per_s": tokens / elapsed,
             "time/rollout_s": sum(timer.seconds[k] for k in ("generate", "reference", "value", "reward")),
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
