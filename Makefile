@@ -7,7 +7,7 @@ TORCH_SPEC  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test baseline sweep voice-demo bench clean
+.PHONY: install demo test baseline sweep voice-demo bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -41,11 +41,14 @@ voice-demo: install  ## the voice pipeline offline: synthetic pairs → tiny voi
 $(TRL_VENV)/.installed:
 	test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
 	$(TRL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(TRL_VENV)/bin/python -m pip install -q "trl==1.12.0" "transformers==5.23.0" peft accelerate datasets
+	$(TRL_VENV)/bin/python -m pip install -q "trl==1.12.0" "transformers==5.23.0" peft accelerate datasets "bitsandbytes==0.50.2"
 	touch $@
 
 bench: install $(TRL_VENV)/.installed  ## mindprint vs TRL 1.12 PPO, tiny models on CPU → outputs/bench/cpu_tiny.json
 	$(PY) -m mindprint.bench cpu --reps 3
+
+bench-gpu: install $(TRL_VENV)/.installed  ## on a GPU: random models at Qwen3-0.6B/8B shapes, RM in 8bit/4bit/bf16 → outputs/bench/gpu_real.json
+	$(PY) -m mindprint.bench gpu
 
 clean:
 	rm -rf outputs multirun

@@ -1,7 +1,8 @@
 """TRL 1.12's PPOTrainer (trl.experimental.ppo, removed in trl 1.13) on the setup `mindprint.bench` passes.
 
-Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...}.
-Settings mirror mindprint's: fp32, no gradient checkpointing (TRL's PPOConfig defaults both differently).
+Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...}
+(plus "peak_mem_gib" on a GPU). Settings mirror mindprint's run: no gradient checkpointing, fp32 on a CPU and
+bf16 on a GPU (TRL's PPOConfig defaults to bf16 and gradient checkpointing on).
 """
 
 import json
@@ -12,18 +13,36 @@ import time
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
 from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+
+def reward_kwargs(s: dict, dtype: torch.dtype) -> dict:
+    """Load arguments of the reward model: bitsandbytes-quantized models are placed as they load."""
+    place = {"device_map": {"": 0 if s["device"] == "cuda" else s["device"]}}
+    if s["reward_quantization"] == "8bit":
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), **place}
+    if s["reward_quantization"] == "4bit":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        return {"quantization_config": quant, **place}
+    return {"dtype": dtype}
 
 
 def main() -> None:
     s = json.loads(sys.argv[1])
     torch.manual_seed(s["seed"])
+    dtype = torch.bfloat16 if s["bf16"] else torch.float32
     tok = AutoTokenizer.from_pretrained(s["policy"], padding_side="left")
     prompts = [json.loads(line)["prompt"] for line in open(s["prompts"])]
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in prompts]
-    dataset = Dataset.from_dict({"input_ids": [tok(t, add_special_tokens=False)["input_ids"] for t in texts]})
+    if s["chat_template"]:
+        prompts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    dataset = Dataset.from_dict({"input_ids": [tok(t, add_special_tokens=False)["input_ids"] for t in prompts]})
     args = PPOConfig(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=s["micro_batch_size"],
@@ -38,8 +57,8 @@ def main() -> None:
         stop_token="eos",
         num_sample_generations=0,
         report_to="none",
-        use_cpu=True,
-        bf16=False,
+        use_cpu=s["device"] == "cpu",
+        bf16=s["bf16"],
         gradient_checkpointing=False,
         save_strategy="no",
         logging_steps=1,
@@ -51,17 +70,21 @@ def main() -> None:
     trainer = PPOTrainer(
         args=args,
         processing_class=tok,
-        model=AutoModelForCausalLM.from_pretrained(s["policy"]),
+        model=AutoModelForCausalLM.from_pretrained(s["policy"], dtype=dtype),
         ref_model=None,
-        reward_model=AutoModelForSequenceClassification.from_pretrained(s["reward"], num_labels=1),
-        value_model=AutoModelForSequenceClassification.from_pretrained(s["policy"], num_labels=1),
+        reward_model=AutoModelForSequenceClassification.from_pretrained(s["reward"], num_labels=1,
+                                                                        **reward_kwargs(s, dtype)),
+        value_model=AutoModelForSequenceClassification.from_pretrained(s["policy"], num_labels=1, dtype=dtype),
         train_dataset=dataset,
         peft_config=lora,
     )
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
-    print(json.dumps({"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall}))
+    result = {"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall}
+    if torch.cuda.is_available():
+        result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,9 @@ def summarise(history: list[dict], wall_s: float, episodes: int) -> dict[str, fl
                                                                             "update")}
     total = sum(phases.values()) or 1.0
     out.update({f"share/{p}": t / total for p, t in phases.items()})
+    peaks = [h["perf/peak_mem_gib"] for h in history if "perf/peak_mem_gib" in h]
+    if peaks:
+        out["peak_mem_gib"] = max(peaks)
     if history and "eval/scores" in history[-1]:
         out["eval/scores"] = history[-1]["eval/scores"]
         out["eval/kl"] = history[-1]["eval/kl"]
@@ -135,7 +138,9 @@ def print_summary(summary: dict[str, float], console: Console | None = None) -> 
     console.print(table)
     shares = ", ".join(f"{p} {summary[f'share/{p}']:.0%}" for p in ("generate", "reference", "value", "reward",
                                                                      "update"))
-    console.print(f"{summary['episodes']} episodes in {summary['wall_s']:.1f} s = {summary['eps']:.2f} episodes/s;"
-                  f" time: {shares}")
+    line = f"{summary['episodes']} episodes in {summary['wall_s']:.1f} s = {summary['eps']:.2f} episodes/s; time: {shares}"
+    if "peak_mem_gib" in summary:
+        line += f"; peak GPU memory {summary['peak_mem_gib']:.1f} GiB"
+    console.print(line)
     if "eval/scores" in summary:
         console.print(f"held-out: score {summary['eval/scores']:.4f}, KL {summary['eval/kl']:.4f}")

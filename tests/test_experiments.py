@@ -38,14 +38,3 @@ def test_demo_dry_run_cli_prints_the_model_table(tiny):
     for word in ("policy", "value", "reference", "reward", "14 × Linear8bitLt", "16,384"):
         assert word in proc.stdout, word
 
-
-def test_bench_runs_mindprint_on_the_setup_it_gives_trl(tiny, tmp_path):
-    """`make bench` compares like with like: the overrides it passes mindprint compose to TRL's setup."""
-    from mindprint.bench import SETUP, mindprint_overrides
-
-    overrides = [o for o in mindprint_overrides(SETUP, tiny["classifier"], tmp_path) if not o.startswith("hydra.")]
-    cfg = compose(overrides)
-    assert (cfg.ppo.batch_size, cfg.ppo.mini_batch_size, cfg.ppo.micro_batch_size) == (32, 8, 8)
-    assert (cfg.ppo.ppo_epochs, cfg.ppo.response_length, cfg.lora.rank) == (4, 12, 8)
-    assert cfg.reward.name == tiny["classifier"] and cfg.reward.quantization == "none"
-    assert not cfg.ppo.adaptive_kl and cfg.lora.target_modules == SETUP["target_modules"]

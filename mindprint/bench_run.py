@@ -1,0 +1,54 @@
+"""One benchmark run in a fresh process: mindprint through its CLI, TRL 1.12 through benchmarks/trl_ppo.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mindprint.config import RunConfig
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = ("generate", "reference", "value", "reward", "update")
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
+    """episodes/s, wall time, phase shares and (on a GPU) peak memory of `python -m mindprint.run OVERRIDES`."""
+    proc = subprocess.run([sys.executable, "-m", "mindprint.run", *overrides, f"hydra.run.dir={run_dir}"],
+                          cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mindprint run failed: {last_line(proc.stderr)}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    out = {"episodes_per_s": summary["eps"], "wall_s": summary["wall_s"],
+           "phases": {p: summary[f"share/{p}"] for p in PHASES}}
+    if "peak_mem_gib" in summary:
+        out["peak_mem_gib"] = summary["peak_mem_gib"]
+    return out
+
+
+def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
+    """The settings benchmarks/trl_ppo.py needs to train what `cfg` trains."""
+    p = cfg.ppo
+    return dict(
+        policy=cfg.model.name, reward=cfg.reward.name, reward_quantization=cfg.reward.quantization, prompts=cfg.data.name,
+        chat_template=cfg.data.apply_chat_template, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
+        micro_batch_size=p.micro_batch_size, ppo_epochs=p.ppo_epochs, steps=p.steps,
+        response_length=p.response_length, temperature=p.temperature, learning_rate=p.learning_rate,
+        kl_coef=p.init_kl_coef, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+        target_modules=list(cfg.lora.target_modules), seed=cfg.seed, device=device, bf16=bf16,
+    )
+
+
+def run_trl(setup: dict, python: Path) -> dict:
+    """episodes/s and wall time (and on a GPU peak memory) of TRL 1.12's PPOTrainer on `setup`."""
+    proc = subprocess.run([str(python), str(REPO / "benchmarks" / "trl_ppo.py"), json.dumps(setup)],
+                          cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"TRL run failed: {last_line(proc.stderr)}")
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith('{"episodes_per_s"')][-1])

@@ -1,0 +1,60 @@
+"""`make bench` and `python -m mindprint.bench gpu`: like-for-like settings, and the GPU path run small on a CPU."""
+
+import json
+
+from transformers import AutoConfig, AutoTokenizer
+
+from conftest import run_cli
+from mindprint.bench import CPU_OVERRIDES, SEVEN
+from mindprint.bench_run import trl_setup
+from mindprint.run import compose
+from mindprint.shapes import synthetic_tokenizer
+
+
+def test_trl_gets_the_settings_mindprint_runs(tiny):
+    """TRL's setup is read off the composed config, so both trainers run the same numbers."""
+    cfg = compose([*CPU_OVERRIDES, f"reward.name={tiny['classifier']}"])
+    setup = trl_setup(cfg, device="cpu", bf16=False)
+    assert (setup["batch_size"], setup["mini_batch_size"], setup["micro_batch_size"]) == (32, 8, 8)
+    assert (setup["ppo_epochs"], setup["response_length"], setup["lora_rank"], setup["steps"]) == (4, 12, 8, 10)
+    assert setup["reward"] == tiny["classifier"] and setup["reward_quantization"] == "none"
+    assert setup["policy"] == tiny["policy"] and setup["target_modules"] == SEVEN
+    assert setup["kl_coef"] == cfg.ppo.init_kl_coef and not cfg.ppo.adaptive_kl  # TRL's β is fixed
+    assert cfg.ppo.value_learning_rate == cfg.ppo.learning_rate == setup["learning_rate"]  # TRL has one lr
+
+
+def test_synthetic_tokenizer_has_the_full_vocabulary_and_round_trips():
+    tok = synthetic_tokenizer(151936)
+    assert len(tok) == 151936
+    text = "The ferry left at dawn; gulls followed it out past the breakwater.\n"
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    assert len(text) / 3 < len(ids) < len(text)  # about two bytes a token
+    assert tok.decode([len(tok) - 4]) != ""  # the last regular token decodes to text
+    assert tok.convert_ids_to_tokens(tok.eos_token_id) == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+
+
+def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINDPRINT_RANDOM_DIR", str(tmp_path / "random"))
+    proc = run_cli("gpu", "--shapes", "small", "--device", "cpu", "--steps", "1", "--prompt-tokens", "48",
+                   "--precisions", "8bit", "--no-trl", "--out", str(tmp_path / "bench"), module="mindprint.bench")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "bench" / "gpu_small.json").read_text())
+    run = result["results"]["8bit"]["mindprint"]
+    assert run["episodes_per_s"] > 0
+    assert abs(sum(run["phases"].values()) - 1) < 1e-6
+    assert result["setup"]["batch_size"] == 64 and result["setup"]["response_length"] == 53  # the baseline's
+    policy = tmp_path / "random" / "v1" / "policy-small"
+    assert len(AutoTokenizer.from_pretrained(policy)) == AutoConfig.from_pretrained(policy).vocab_size
+    prompts = [json.loads(line)["prompt"] for line in (tmp_path / "bench" / "prompts-small.jsonl").open()]
+    lengths = [len(AutoTokenizer.from_pretrained(policy)(p)["input_ids"]) for p in prompts]
+    assert len(prompts) == 256 and 30 <= min(lengths) and max(lengths) <= 48
+
+
+def test_gpu_bench_refuses_an_unknown_precision(tmp_path):
+    proc = run_cli("gpu", "--precisions", "8bit,3bit", "--no-trl", "--out", str(tmp_path), module="mindprint.bench")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --precisions='3bit' is not allowed: expected some of 8bit, 4bit, bf16"
+    )
+    assert not any(tmp_path.iterdir())
