@@ -3,7 +3,7 @@
 RUN_DIR/checkpoints/iter-000050/
     adapter/                   the policy's LoRA (peft format)
     value_model.safetensors    the value model's trainable weights
-    trainer_state.pt           optimizers, schedulers, β, counters, W&B id, config
+    trainer_state.pt           optimizer, scheduler, β, counters, W&B id, config
     process-N.pt               each process's prompt sampler and RNG states
 """
 

@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -52,20 +53,25 @@ class Rollout:
 
 
 class TokenStats:
-    """Token-weighted sums, so each average is over real response tokens however micro-batches fall."""
+    """Token-weighted averages, so each is over real response tokens however micro-batches fall.
 
-    def __init__(self, device: torch.device):
-        self.sums: dict[str, torch.Tensor] = {}
-        self.device = device
+    Values are only collected as they come (no tensor work per add: on small models that adds up)
+    and weighted, summed and reduced across processes once, at the end.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self.tokens: dict[str, list[torch.Tensor]] = {}
 
     def add(self, name: str, value: torch.Tensor, tokens: torch.Tensor) -> None:
-        self.sums[name] = self.sums.get(name, torch.zeros(2, device=self.device)) + torch.stack(
-            [value.detach().float() * tokens, tokens.float()]
-        )
+        self.values.setdefault(name, []).append(value.detach())
+        self.tokens.setdefault(name, []).append(tokens)
 
     def averages(self, accelerator: Accelerator) -> dict[str, float]:
         out = {}
-        for name, pair in self.sums.items():
+        for name, values in self.values.items():
+            tokens = torch.stack(self.tokens[name]).float()
+            pair = torch.stack([(torch.stack(values).float() * tokens).sum(), tokens.sum()])
             total = accelerator.reduce(pair, "sum")
             out[name] = (total[0] / total[1].clamp(min=1)).item()
         return out
@@ -118,15 +124,18 @@ class PPOTrainer:
         # Trainable tensors listed once: walking the module tree at every clip costs ~7% of an update on small models.
         self.policy_params = [p for p in models.policy.parameters() if p.requires_grad]
         self.value_params = [p for p in models.value.parameters() if p.requires_grad]
-        # fused: one kernel for all tensors instead of a Python loop over them (CPU and CUDA)
-        self.policy_opt = torch.optim.AdamW(self.policy_params, lr=self.p.learning_rate, fused=True)
-        self.value_opt = torch.optim.AdamW(self.value_params, lr=self.p.value_learning_rate, fused=True)
-        self.schedulers = [
-            get_scheduler(self.p.lr_scheduler, opt, num_warmup_steps=0, num_training_steps=self.p.steps)
-            for opt in (self.policy_opt, self.value_opt)
-        ]
-        self.policy, self.value, self.policy_opt, self.value_opt = accelerator.prepare(
-            models.policy, TokenValueModel(models.value), self.policy_opt, self.value_opt
+        # One AdamW, a parameter group per model (each its own learning rate): one optimizer step per
+        # minibatch instead of two, and the single optimizer DeepSpeed accepts. fused: one kernel per group.
+        optimizer = torch.optim.AdamW(
+            [{"params": self.policy_params, "lr": self.p.learning_rate},
+             {"params": self.value_params, "lr": self.p.value_learning_rate}],
+            fused=True,
+        )
+        # the schedule scales each group's own learning rate
+        self.scheduler = get_scheduler(self.p.lr_scheduler, optimizer, num_warmup_steps=0,
+                                       num_training_steps=self.p.steps)
+        self.policy, self.value, self.optimizer = accelerator.prepare(
+            models.policy, TokenValueModel(models.value), optimizer
         )
         self.kl_coef = self.p.init_kl_coef
         self.iteration = 0
@@ -176,7 +185,10 @@ class PPOTrainer:
         """log π(a_t|s_t) of each response token from logits/temperature, as sampling drew them."""
         logits = self.logits(model, rows, temperature)
         logp = ppo.logprobs_from_logits(logits, rows["responses"])
-        return (logp, ppo.entropy_from_logits(logits)) if with_entropy else logp
+        if not with_entropy:
+            return logp
+        with torch.no_grad():  # entropy is only reported: no graph for it
+            return logp, ppo.entropy_from_logits(logits)
 
     def exact_kl(self, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         logits = self.logits(self.policy, rows, temperature)
@@ -245,6 +257,16 @@ class PPOTrainer:
         adv = ppo.masked_whiten(adv, r.mask)
         return kl, adv, returns
 
+    def clip_gradients(self) -> list[torch.Tensor]:
+        """Each model's gradient clipped to ppo.max_grad_norm on its own; returns the norms before clipping.
+
+        torch's clip directly: accelerate's wrapper probes installed packages on every call (~0.2 ms,
+        7% of a small model's update); under fp16 mixed precision the gradients are unscaled first.
+        """
+        self.accelerator.unscale_gradients()
+        return [clip_grad_norm_(params, self.p.max_grad_norm, foreach=True)
+                for params in (self.policy_params, self.value_params)]
+
     def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> tuple[dict[str, float], bool]:
         """ppo_epochs passes of minibatches; returns (token-averaged stats, whether any step was skipped).
 
@@ -253,15 +275,14 @@ class PPOTrainer:
         """
         self.policy.train()
         self.value.train()
-        stats = TokenStats(self.device)
+        stats = TokenStats()
         skipped = False
         B = r.responses.shape[0]
         for epoch in range(self.p.ppo_epochs):
             order = torch.randperm(B, generator=self.shuffle_gen).to(self.device)
             for mb_index, mb in enumerate(_chunks(B, self.p.mini_batch_size)):
                 mb_idx = order[mb]
-                self.policy_opt.zero_grad(set_to_none=True)
-                self.value_opt.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for micro in _chunks(len(mb_idx), self.p.micro_batch_size):
                     idx = mb_idx[micro]
@@ -279,28 +300,23 @@ class PPOTrainer:
                     tokens = mask.sum()
                     stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
                     stats.add("policy/clipfrac_avg", pg["clipfrac"], tokens)
-                    stats.add("policy/entropy_avg", ppo.masked_mean(entropy.detach(), mask), tokens)
+                    stats.add("policy/entropy_avg", ppo.masked_mean(entropy, mask), tokens)
                     stats.add("loss/policy_avg", pg_loss, tokens)
                     stats.add("loss/value_avg", vf_loss, tokens)
                     stats.add("val/clipfrac_avg", vf["clipfrac"], tokens)
                     stats.add("val/ratio", pg["ratio"], tokens)
                     if epoch == 0 and mb_index == 0:
                         stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
-                norms = [
-                    self.accelerator.clip_grad_norm_(self.policy_params, self.p.max_grad_norm),
-                    self.accelerator.clip_grad_norm_(self.value_params, self.p.max_grad_norm),
-                ]
+                norms = self.clip_gradients()
                 if self.everywhere(finite and all(bool(torch.isfinite(n)) for n in norms)):
-                    self.policy_opt.step()
-                    self.value_opt.step()
-                    stats.add("policy/grad_norm", norms[0], torch.ones((), device=self.device))
-                    stats.add("val/grad_norm", norms[1], torch.ones((), device=self.device))
+                    self.optimizer.step()
+                    one = torch.ones((), device=self.device)
+                    stats.add("policy/grad_norm", norms[0], one)
+                    stats.add("val/grad_norm", norms[1], one)
                 else:
                     skipped = True
-        self.policy_opt.zero_grad(set_to_none=True)
-        self.value_opt.zero_grad(set_to_none=True)
-        for sched in self.schedulers:
-            sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
         return stats.averages(self.accelerator), skipped
 
     # ------------------------------------------------------------- iteration
@@ -317,8 +333,7 @@ class PPOTrainer:
             with timer("update"):
                 train_stats, skipped = self.update(r, adv, returns)
         else:
-            for sched in self.schedulers:  # the schedule counts iterations, updated or not
-                sched.step()
+            self.scheduler.step()  # the schedule counts iterations, updated or not
         self.skipped_updates += int(skipped)
         self.bad_streak = self.bad_streak + 1 if skipped else 0
 
@@ -343,7 +358,7 @@ class PPOTrainer:
             **train_stats,
             "val/num_eos_tokens": int(gather(self.ended(r.responses, r.mask).long()).sum().item()),
             "env/response_length": lengths.mean().item(),
-            "lr": self.schedulers[0].get_last_lr()[0],
+            "lr": self.scheduler.get_last_lr()[0],
             "episode": self.episode,
             "perf/tokens_per_s": tokens / elapsed,
             "time/rollout_s": sum(timer.seconds[k] for k in ("generate", "reference", "value", "reward")),
@@ -431,9 +446,8 @@ class PPOTrainer:
             "episode": self.episode,
             "kl_coef": self.kl_coef,
             "skipped_updates": self.skipped_updates,
-            "policy_opt": self.policy_opt.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "num_processes": self.accelerator.num_processes,
             "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
             "config": dataclasses.asdict(self.cfg),
@@ -466,10 +480,8 @@ class PPOTrainer:
         assert not missing.unexpected_keys, missing.unexpected_keys
         self.iteration, self.episode = state["iteration"], state["episode"]
         self.kl_coef, self.skipped_updates = state["kl_coef"], state["skipped_updates"]
-        self.policy_opt.load_state_dict(state["policy_opt"])
-        self.value_opt.load_state_dict(state["value_opt"])
-        for sched, sd in zip(self.schedulers, state["schedulers"]):
-            sched.load_state_dict(sd)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         mine = checkpoint.load_state(path, checkpoint.process_file(self.accelerator.process_index))
         self.sampler.load_state_dict(mine["sampler"])
         self.shuffle_gen.set_state(mine["shuffle_gen"])
