@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# DeepSpeed ships as source only: built against the torch above (an isolated build would fetch another torch),
+	# its kernels compiled on first use. On CPUs that is one small op, about 40 s, cached in ~/.cache/torch_extensions.
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation "deepspeed==0.19.8"
 	touch $@
 
 demo: install  ## the main job, offline on CPU: tiny models, a learnable reward, a few minutes at most
@@ -45,7 +48,7 @@ $(TRL_VENV)/.installed:
 	touch $@
 
 bench: install $(TRL_VENV)/.installed  ## mindprint vs TRL 1.12 PPO, tiny models on CPU → outputs/bench/cpu_tiny.json
-	$(PY) -m mindprint.bench cpu --reps 3
+	$(PY) -m mindprint.bench cpu --reps 5
 
 bench-gpu: install $(TRL_VENV)/.installed  ## on a GPU: random models at Qwen3-0.6B/8B shapes, RM in 8bit/4bit/bf16 → outputs/bench/gpu_real.json
 	$(PY) -m mindprint.bench gpu

@@ -15,7 +15,6 @@ import json
 import platform
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import transformers

@@ -244,10 +244,7 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
 
 
 class TokenValueModel(nn.Module):
-    """V(s_t) at every position: the classifier's score head on every hidden state, not just the last.
-
-    A module of its own so that, under DDP, the value forward runs through the wrapper that syncs gradients.
-    """
+    """V(s_t) at every position: the classifier's score head on every hidden state, not just the last."""
 
     def __init__(self, classifier: nn.Module):
         super().__init__()
@@ -260,3 +257,20 @@ class TokenValueModel(nn.Module):
                           use_cache=False)
         # the head is trained, so fp32 (trainable_in_fp32); the backbone may be frozen bf16 under a value LoRA
         return clf.score(hidden.last_hidden_state.float()).squeeze(-1)
+
+
+class PolicyAndValue(nn.Module):
+    """The two trained models as one module: what DDP or DeepSpeed wraps, under one optimizer.
+
+    A training forward goes through this module (so through the wrapper that syncs gradients) and
+    returns the policy's logits at the last `logits_to_keep` positions and V(s_t) at every position.
+    """
+
+    def __init__(self, policy: nn.Module, value: TokenValueModel):
+        super().__init__()
+        self.policy, self.value = policy, value
+
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int) -> tuple[torch.Tensor, ...]:
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             logits_to_keep=logits_to_keep, use_cache=False).logits
+        return logits, self.value(input_ids, attention_mask, position_ids)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mindprint import checkpoint, config
 from mindprint.data import load_prompts
+from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
 from mindprint.errors import TrainingStopped, one_line
 from mindprint.models import build_models, pick_device
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
@@ -70,11 +71,13 @@ def model_names(cfg: config.RunConfig) -> dict[str, str]:
 def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
     """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
     device = pick_device(cfg.device)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = make_accelerator(device)
+    configure_deepspeed(accelerator, cfg.ppo)  # before anything is written: it may refuse the config
     run_dir = shared_run_dir(accelerator, run_dir)
     resume_from, state = prepare_run_dir(cfg, run_dir, accelerator)
     set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
-    models = build_models(cfg, accelerator.device)
+    with no_zero3_init(accelerator):
+        models = build_models(cfg, accelerator.device)
     prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
     scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
     if cfg.dry_run:
@@ -194,7 +197,8 @@ def user_mistake(err: Exception):
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and an exit code (2: a user mistake); SystemExit passes through Hydra's job runner."""
-    print(f"error: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # launched on N processes, all fail alike: say it once
+        print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 

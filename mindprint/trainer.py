@@ -20,11 +20,11 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from mindprint import checkpoint, ppo
+from mindprint import checkpoint, distributed, ppo
 from mindprint.config import ConfigError, RunConfig
 from mindprint.errors import TrainingStopped
 from mindprint.data import Prompt, PromptSampler, PromptSet
-from mindprint.models import Models, TokenValueModel
+from mindprint.models import Models, PolicyAndValue, TokenValueModel
 from mindprint.rewards import Scorer
 from mindprint.signals import Interrupted, StopSignals
 from mindprint.tracking import Tracker
@@ -93,6 +93,16 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+def response_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits/temperature at the states that produced each response token (of the last T+1 positions kept)."""
+    return logits[:, :-1].float() / temperature
+
+
+def response_values(values: torch.Tensor, T: int) -> torch.Tensor:
+    """V(s_t) read at the token *before* a_t: the last prompt token for the first response token."""
+    return values[:, -T - 1 : -1]
+
+
 def sequence_inputs(queries, query_mask, responses, mask):
     """Prompt + response as one left-padded sequence; positions as generate() counts them."""
     input_ids = torch.cat([queries, responses], dim=1)
@@ -134,9 +144,13 @@ class PPOTrainer:
         # the schedule scales each group's own learning rate
         self.scheduler = get_scheduler(self.p.lr_scheduler, optimizer, num_warmup_steps=0,
                                        num_training_steps=self.p.steps)
-        self.policy, self.value, self.optimizer = accelerator.prepare(
-            models.policy, TokenValueModel(models.value), optimizer
+        self.zero_stage = distributed.zero_stage(accelerator)
+        self.model, self.optimizer = accelerator.prepare(
+            PolicyAndValue(models.policy, TokenValueModel(models.value)), optimizer
         )
+        # Rollout, reference and evaluation forwards need no gradient sync: they call the models directly.
+        joint = accelerator.unwrap_model(self.model)
+        self.policy, self.value = joint.policy, joint.value
         self.kl_coef = self.p.init_kl_coef
         self.iteration = 0
         self.episode = 0
@@ -154,22 +168,22 @@ class PPOTrainer:
         queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         # Plain temperature sampling: no top-k/top-p, so the old log-probs are the sampling distribution's.
         sampling = dict(temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
-        out = self.accelerator.unwrap_model(self.policy).generate(
-            input_ids=queries,
-            attention_mask=query_mask,
-            max_new_tokens=self.p.response_length,
-            do_sample=temperature > 0,
-            eos_token_id=self.models.stop_ids,
-            pad_token_id=tok.pad_token_id,
-            **sampling,
-        )
+        with distributed.for_generation(self.accelerator, self.model):
+            out = self.policy.generate(
+                input_ids=queries,
+                attention_mask=query_mask,
+                max_new_tokens=self.p.response_length,
+                do_sample=temperature > 0,
+                eos_token_id=self.models.stop_ids,
+                pad_token_id=tok.pad_token_id,
+                **sampling,
+            )
         responses = out[:, queries.shape[1] :]
         mask = ppo.response_mask(responses, self.models.stop_ids)
         responses = torch.where(mask.bool(), responses, tok.pad_token_id)
         return queries, query_mask, responses, mask
 
     def logits(self, model, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        """Logits/temperature at the states that produced each response token."""
         input_ids, attention_mask, position_ids = sequence_inputs(**rows)
         T = rows["responses"].shape[1]
         out = model(
@@ -179,16 +193,23 @@ class PPOTrainer:
             logits_to_keep=T + 1,
             use_cache=False,
         )
-        return out.logits[:, :-1].float() / temperature
+        return response_logits(out.logits, temperature)
 
-    def logprobs(self, model, rows: dict[str, torch.Tensor], temperature: float, with_entropy: bool = False):
+    def logprobs(self, model, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         """log π(a_t|s_t) of each response token from logits/temperature, as sampling drew them."""
-        logits = self.logits(model, rows, temperature)
+        return ppo.logprobs_from_logits(self.logits(model, rows, temperature), rows["responses"])
+
+    def train_forward(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Log-probs, entropy (no graph: only reported) and values of a micro-batch, both models in one call
+        through the wrapper that syncs their gradients."""
+        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
+        T = rows["responses"].shape[1]
+        logits, values = self.model(input_ids, attention_mask, position_ids, T + 1)
+        logits = response_logits(logits, self.p.temperature)
         logp = ppo.logprobs_from_logits(logits, rows["responses"])
-        if not with_entropy:
-            return logp
-        with torch.no_grad():  # entropy is only reported: no graph for it
-            return logp, ppo.entropy_from_logits(logits)
+        with torch.no_grad():
+            entropy = ppo.entropy_from_logits(logits)
+        return logp, entropy, response_values(values, T)
 
     def exact_kl(self, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
         logits = self.logits(self.policy, rows, temperature)
@@ -198,9 +219,7 @@ class PPOTrainer:
 
     def values(self, model, rows: dict[str, torch.Tensor]) -> torch.Tensor:
         input_ids, attention_mask, position_ids = sequence_inputs(**rows)
-        T = rows["responses"].shape[1]
-        # V(s_t) is read at the token *before* a_t: the last prompt token for the first response token.
-        return model(input_ids, attention_mask, position_ids)[:, -T - 1 : -1]
+        return response_values(model(input_ids, attention_mask, position_ids), rows["responses"].shape[1])
 
     @torch.no_grad()
     def batched(self, fn, rows: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -229,8 +248,7 @@ class PPOTrainer:
         return (torch.isin(responses, stops) & mask.bool()).any(1)
 
     def rollout(self, prompts: list[Prompt], timer: Timer) -> Rollout:
-        self.policy.eval()
-        self.value.eval()
+        self.model.eval()
         with timer("generate"):
             queries, query_mask, responses, mask = self.generate(prompts, self.p.temperature)
         rows = {"queries": queries, "query_mask": query_mask, "responses": responses, "mask": mask}
@@ -270,14 +288,16 @@ class PPOTrainer:
     def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> tuple[dict[str, float], bool]:
         """ppo_epochs passes of minibatches; returns (token-averaged stats, whether any step was skipped).
 
-        A minibatch whose loss or gradient norm is NaN/Inf takes no optimizer step, so no NaN ever
-        reaches the weights or Adam's moments.
+        A micro-batch whose loss is NaN/Inf (on any process) is never backpropagated, and its minibatch
+        takes no optimizer step; nor does one whose gradient norm is NaN/Inf. So no NaN ever reaches the
+        weights or Adam's moments. Under DeepSpeed, which steps inside backward and clips the global norm
+        itself, the loss check is the guard and `grad_norm` is DeepSpeed's global norm.
         """
-        self.policy.train()
-        self.value.train()
+        self.model.train()
         stats = TokenStats()
         skipped = False
         B = r.responses.shape[0]
+        one = torch.ones((), device=self.device)
         for epoch in range(self.p.ppo_epochs):
             order = torch.randperm(B, generator=self.shuffle_gen).to(self.device)
             for mb_index, mb in enumerate(_chunks(B, self.p.mini_batch_size)):
@@ -288,14 +308,15 @@ class PPOTrainer:
                     idx = mb_idx[micro]
                     rows = r.rows(idx)
                     mask = rows["mask"]
-                    logp, entropy = self.logprobs(self.policy, rows, self.p.temperature, with_entropy=True)
-                    new_values = self.values(self.value, rows)
+                    logp, entropy, new_values = self.train_forward(rows)
                     pg_loss, pg = ppo.policy_loss(logp, r.logprobs[idx], adv[idx], mask, self.p.cliprange)
                     vf_loss, vf = ppo.value_loss(
                         new_values, r.values[idx], returns[idx], mask, self.p.cliprange_value
                     )
                     loss = pg_loss + self.p.vf_coef * vf_loss
-                    finite &= bool(torch.isfinite(loss))
+                    finite = self.everywhere(bool(torch.isfinite(loss)))
+                    if not finite:
+                        break
                     self.accelerator.backward(loss * len(idx) / len(mb_idx))
                     tokens = mask.sum()
                     stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
@@ -307,14 +328,20 @@ class PPOTrainer:
                     stats.add("val/ratio", pg["ratio"], tokens)
                     if epoch == 0 and mb_index == 0:
                         stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
-                norms = self.clip_gradients()
-                if self.everywhere(finite and all(bool(torch.isfinite(n)) for n in norms)):
-                    self.optimizer.step()
-                    one = torch.ones((), device=self.device)
-                    stats.add("policy/grad_norm", norms[0], one)
-                    stats.add("val/grad_norm", norms[1], one)
-                else:
+                if not finite:
                     skipped = True
+                elif self.zero_stage:  # DeepSpeed has clipped and stepped inside backward
+                    norm = torch.as_tensor(float(self.model.get_global_grad_norm()), device=self.device)
+                    skipped |= not bool(torch.isfinite(norm))  # too late to skip: counts towards the stop
+                    stats.add("grad_norm", norm, one)
+                else:
+                    norms = self.clip_gradients()
+                    if self.everywhere(all(bool(torch.isfinite(n)) for n in norms)):
+                        self.optimizer.step()
+                        stats.add("policy/grad_norm", norms[0], one)
+                        stats.add("val/grad_norm", norms[1], one)
+                    else:
+                        skipped = True
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return stats.averages(self.accelerator), skipped
@@ -435,9 +462,12 @@ class PPOTrainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def value_weights(self) -> dict[str, torch.Tensor]:
-        value = self.models.value
-        return {n: p.detach().contiguous().cpu() for n, p in value.named_parameters() if p.requires_grad}
+    def trained_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(LoRA, value model) trainable tensors on the CPU, whole even under ZeRO-3 (every process must call)."""
+        named = lambda m: [(n, p) for n, p in m.named_parameters() if p.requires_grad]  # noqa: E731
+        policy, value = named(self.models.policy), named(self.models.value)
+        with distributed.gathered(self.accelerator, [p for _, p in policy + value]):
+            return tuple({n: p.detach().contiguous().cpu().clone() for n, p in group} for group in (policy, value))
 
     def state_dict(self) -> dict:
         """What all processes share (the main process saves it)."""
@@ -446,7 +476,8 @@ class PPOTrainer:
             "episode": self.episode,
             "kl_coef": self.kl_coef,
             "skipped_updates": self.skipped_updates,
-            "optimizer": self.optimizer.state_dict(),
+            # DeepSpeed's optimizer state is sharded: each process saves its own part
+            "optimizer": None if self.zero_stage else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "num_processes": self.accelerator.num_processes,
             "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
@@ -456,6 +487,7 @@ class PPOTrainer:
     def process_state(self) -> dict:
         """What differs between processes: their prompts and random streams."""
         return {
+            "optimizer": self.optimizer.state_dict() if self.zero_stage else None,
             "sampler": self.sampler.state_dict(),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "rng": {
@@ -473,16 +505,21 @@ class PPOTrainer:
                 f"resume=true is not allowed with {self.accelerator.num_processes} processes: {path.name} was "
                 f"written by {state['num_processes']} (launch the same number)"
             )
-        set_peft_model_state_dict(
-            self.accelerator.unwrap_model(self.policy), load_file(str(path / "adapter" / "adapter_model.safetensors"))
-        )
-        missing = self.models.value.load_state_dict(checkpoint.load_value_weights(path), strict=False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        with distributed.gathered(self.accelerator, params, modifier_rank=0):
+            set_peft_model_state_dict(self.models.policy, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+            missing = self.models.value.load_state_dict(checkpoint.load_value_weights(path), strict=False)
         assert not missing.unexpected_keys, missing.unexpected_keys
         self.iteration, self.episode = state["iteration"], state["episode"]
         self.kl_coef, self.skipped_updates = state["kl_coef"], state["skipped_updates"]
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         mine = checkpoint.load_state(path, checkpoint.process_file(self.accelerator.process_index))
+        if self.zero_stage:  # DeepSpeed reads each process's part from a list indexed by rank
+            parts = [None] * self.accelerator.num_processes
+            parts[self.accelerator.process_index] = mine["optimizer"]
+            self.optimizer.load_state_dict(parts)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(mine["sampler"])
         self.shuffle_gen.set_state(mine["shuffle_gen"])
         rng = mine["rng"]
@@ -495,9 +532,7 @@ class PPOTrainer:
     def checkpoint(self) -> Optional[Path]:
         """Save a checkpoint (every process its own part); a state with NaN/Inf weights is never saved."""
         acc = self.accelerator
-        policy = acc.unwrap_model(self.policy)
-        weights = self.value_weights()
-        lora = {n: p for n, p in policy.named_parameters() if p.requires_grad}
+        lora, weights = self.trained_weights()
         if not (checkpoint.all_finite(weights) and checkpoint.all_finite(lora)):  # same on every process
             return checkpoint.latest(self.run_dir)
         tmp = checkpoint.begin(self.run_dir, self.iteration, create=acc.is_main_process)
@@ -506,14 +541,18 @@ class PPOTrainer:
         acc.wait_for_everyone()
         path = None
         if acc.is_main_process:
-            path = checkpoint.commit(tmp, policy.save_pretrained, weights, self.state_dict(), self.cfg.checkpoint.keep)
+            path = checkpoint.commit(tmp, self.save_adapter(lora), weights, self.state_dict(), self.cfg.checkpoint.keep)
         acc.wait_for_everyone()
         return path or checkpoint.latest(self.run_dir)
+
+    def save_adapter(self, lora: dict[str, torch.Tensor]):
+        """A function saving the adapter (peft format, with its config) from the gathered `lora` tensors."""
+        return lambda directory: self.models.policy.save_pretrained(directory, state_dict=lora)
 
     def save(self) -> None:
         """The adapter (peft format) and the value model's trainable weights (safetensors)."""
         self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
-        self.accelerator.unwrap_model(self.policy).save_pretrained(self.run_dir / "adapter")
-        save_file(self.value_weights(), str(self.run_dir / "value_model.safetensors"))
+        lora, weights = self.trained_weights()
+        if self.accelerator.is_main_process:
+            self.save_adapter(lora)(self.run_dir / "adapter")
+            save_file(weights, str(self.run_dir / "value_model.safetensors"))

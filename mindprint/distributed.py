@@ -1,0 +1,92 @@
+"""How mindprint runs under accelerate's launchers: one process, DDP, or DeepSpeed ZeRO-2/3.
+
+DeepSpeed takes the one module that trains (policy and value together, `PolicyAndValue`) and the one
+optimizer over both; the frozen models (the 8-bit reward model, a reference copy) are never handed to it,
+so they are loaded whole on every process, and ZeRO-3 does not shard them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
+
+from mindprint.config import ConfigError, PPOConfig
+
+
+def make_accelerator(device: torch.device) -> Accelerator:
+    """The Accelerator for `device`, whichever launcher started us."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        # cpu=True would quietly turn DeepSpeed off; on CPUs its processes talk over gloo.
+        handlers = [InitProcessGroupKwargs(backend="gloo")] if device.type == "cpu" else []
+        return Accelerator(kwargs_handlers=handlers)
+    return Accelerator(cpu=device.type == "cpu")
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    """DeepSpeed's ZeRO stage, 0 when DeepSpeed is not in use."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return 0
+    return accelerator.state.deepspeed_plugin.zero_stage
+
+
+def configure_deepspeed(accelerator: Accelerator, p: PPOConfig) -> None:
+    """DeepSpeed's batch and clipping settings, from ppo.* (its "auto" values need a dataloader we don't have).
+
+    DeepSpeed takes its optimizer step inside backward; one backward per minibatch is what lets a
+    minibatch with a NaN/Inf loss be kept out of the weights (its backward is never run).
+    """
+    if zero_stage(accelerator) == 0:
+        return
+    if p.micro_batch_size != p.mini_batch_size:
+        raise ConfigError(
+            f"ppo.micro_batch_size={p.micro_batch_size} is not allowed under DeepSpeed: expected "
+            f"ppo.mini_batch_size={p.mini_batch_size} (one backward per optimizer step; save memory with "
+            f"ZeRO-3 or model.gradient_checkpointing=true instead)"
+        )
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = p.micro_batch_size
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_batch_size"] = p.micro_batch_size * accelerator.num_processes
+    ds["gradient_clipping"] = p.max_grad_norm  # DeepSpeed clips the global norm of both models together
+
+
+@contextlib.contextmanager
+def no_zero3_init(accelerator: Accelerator) -> Iterator[None]:
+    """Build models whole: under ZeRO-3, accelerate makes transformers shard every model built after it.
+
+    The frozen models must stay whole (an 8-bit model cannot be sharded), and the trained ones are
+    sharded by DeepSpeed when prepared, so nothing is lost by loading them whole first.
+    """
+    if zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+def gathered(accelerator: Accelerator, params: list[torch.nn.Parameter], modifier_rank=None):
+    """Under ZeRO-3, `params` whole inside the block (changes by `modifier_rank` are kept); else nothing to do."""
+    if zero_stage(accelerator) != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+
+
+def for_generation(accelerator: Accelerator, engine) -> contextlib.AbstractContextManager:
+    """Under ZeRO-3, gather the weights once for all decoding steps (instead of at every step's forward)."""
+    if zero_stage(accelerator) != 3:
+        return contextlib.nullcontext()
+    from deepspeed.runtime.zero import unwrap_model_for_generation
+
+    return unwrap_model_for_generation(engine)
