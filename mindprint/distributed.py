@@ -34,14 +34,27 @@ def zero_stage(accelerator: Accelerator) -> int:
     return accelerator.state.deepspeed_plugin.zero_stage
 
 
+def describe(stage: int) -> str:
+    """How a run with ZeRO `stage` (0: no DeepSpeed) was launched, for messages."""
+    return f"DeepSpeed ZeRO-{stage}" if stage else "DDP or a single process"
+
+
 def configure_deepspeed(accelerator: Accelerator, p: PPOConfig) -> None:
     """DeepSpeed's batch and clipping settings, from ppo.* (its "auto" values need a dataloader we don't have).
 
     DeepSpeed takes its optimizer step inside backward; one backward per minibatch is what lets a
     minibatch with a NaN/Inf loss be kept out of the weights (its backward is never run).
     """
-    if zero_stage(accelerator) == 0:
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
         return
+    stage = accelerator.state.deepspeed_plugin.zero_stage
+    if stage not in (1, 2, 3):
+        raise ConfigError(f"zero_stage={stage} is not allowed: expected 1, 2 or 3 (for no sharding, use DDP: "
+                          f"conf/accelerate/ddp.yaml)")
+    if accelerator.mixed_precision != "no":
+        # DeepSpeed would cast every trained tensor to it, and its bf16 steps do not skip NaN gradients.
+        raise ConfigError(f"mixed_precision={accelerator.mixed_precision!r} is not allowed under DeepSpeed: expected "
+                          f"'no' (model.dtype=auto already loads the frozen weights in bf16 on GPUs)")
     if p.micro_batch_size != p.mini_batch_size:
         raise ConfigError(
             f"ppo.micro_batch_size={p.micro_batch_size} is not allowed under DeepSpeed: expected "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -453,9 +454,10 @@ class PPOTrainer:
                 every = self.cfg.checkpoint.every
                 if self.bad_streak == 0 and every and (self.iteration % every == 0 or last):
                     self.checkpoint()
-                if signals.received is not None:
+                # All processes stop together, whichever got the signal: checkpoint() is collective.
+                if not self.everywhere(signals.received is None):
                     path = self.checkpoint() if self.bad_streak == 0 else checkpoint.latest(self.run_dir)
-                    raise Interrupted(signals.received, self.iteration, path)
+                    raise Interrupted(signals.received or signal.SIGTERM, self.iteration, path)
         bar.close()
         self.save()
         return self.history
@@ -480,6 +482,7 @@ class PPOTrainer:
             "optimizer": None if self.zero_stage else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "num_processes": self.accelerator.num_processes,
+            "zero_stage": self.zero_stage,
             "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
             "config": dataclasses.asdict(self.cfg),
         }
@@ -504,6 +507,14 @@ class PPOTrainer:
             raise ConfigError(
                 f"resume=true is not allowed with {self.accelerator.num_processes} processes: {path.name} was "
                 f"written by {state['num_processes']} (launch the same number)"
+            )
+        if "zero_stage" not in state:
+            raise ConfigError(f"resume=true is not allowed: {path.name} was written by an older mindprint, with an "
+                              f"optimizer per model (start a new run directory)")
+        if state["zero_stage"] != self.zero_stage:
+            raise ConfigError(
+                f"resume=true is not allowed with {distributed.describe(self.zero_stage)}: {path.name} was written "
+                f"under {distributed.describe(state['zero_stage'])} (its optimizer state loads under the same one)"
             )
         params = [p for p in self.model.parameters() if p.requires_grad]
         with distributed.gathered(self.accelerator, params, modifier_rank=0):
