@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trl-python", type=Path, default=REPO / ".venv-trl" / "bin" / "python")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the runs start in the repository root
     precisions = args.precisions.split(",")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

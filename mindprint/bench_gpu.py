@@ -39,8 +39,12 @@ def ensure_random(role: str, shapes: str, device: str) -> str:
     if not (target / "config.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{role}-"))  # renamed when complete
-        build_random(tmp, SHAPES[shapes][role], "causal" if role == "policy" else "classifier", device,
-                     seed=0 if role == "policy" else 1)
+        try:
+            build_random(tmp, SHAPES[shapes][role], "causal" if role == "policy" else "classifier", device,
+                         seed=0 if role == "policy" else 1)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # up to 16 GB of a half-written model
+            raise
         tmp.rename(target)
     return str(target)
 
@@ -81,7 +85,7 @@ def attempt(run, *args) -> dict:
 def bench_gpu(shapes: str, precisions: list[str], steps: int, device: str, tokens: int, trl_python: Path | None,
               out_dir: Path) -> dict:
     policy, reward = ensure_random("policy", shapes, device), ensure_random("reward", shapes, device)
-    prompts = out_dir / f"prompts-{shapes}.jsonl"
+    prompts = out_dir / f"prompts-{shapes}-{tokens}.jsonl"
     results, cfg = {}, None
     for name in precisions:
         args = overrides(policy, reward, prompts, PRECISIONS[name], steps, device, tokens)

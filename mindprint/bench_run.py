@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mindprint.config import RunConfig
+from mindprint.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = ("generate", "reference", "value", "reward", "update")
@@ -25,7 +26,10 @@ def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"mindprint run failed: {last_line(proc.stderr)}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    out = {"episodes_per_s": summary["eps"], "wall_s": summary["wall_s"],
+    # the last iteration's `eps` counts training only, as TRL's timing does: not the adapter and value
+    # weights saved at the end (gigabytes at real shapes)
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    out = {"episodes_per_s": last["eps"], "wall_s": summary["wall_s"],
            "phases": {p: summary[f"share/{p}"] for p in PHASES}}
     if "peak_mem_gib" in summary:
         out["peak_mem_gib"] = summary["peak_mem_gib"]

@@ -89,3 +89,6 @@ def build_random(path: Path, shape: dict, kind: str, device: str, seed: int = 0)
         model.generation_config = GenerationConfig(eos_token_id=stops, pad_token_id=tok.pad_token_id)
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    del model
+    if torch.cuda.is_available():  # the benchmark's runs, in other processes, need this memory
+        torch.cuda.empty_cache()

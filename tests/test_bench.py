@@ -46,7 +46,7 @@ def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
     assert result["setup"]["batch_size"] == 64 and result["setup"]["response_length"] == 53  # the baseline's
     policy = tmp_path / "random" / "v1" / "policy-small"
     assert len(AutoTokenizer.from_pretrained(policy)) == AutoConfig.from_pretrained(policy).vocab_size
-    prompts = [json.loads(line)["prompt"] for line in (tmp_path / "bench" / "prompts-small.jsonl").open()]
+    prompts = [json.loads(line)["prompt"] for line in (tmp_path / "bench" / "prompts-small-48.jsonl").open()]
     lengths = [len(AutoTokenizer.from_pretrained(policy)(p)["input_ids"]) for p in prompts]
     assert len(prompts) == 256 and 30 <= min(lengths) and max(lengths) <= 48
 
