@@ -58,6 +58,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_tf32(enabled: bool) -> None:
+    """fp32 matmuls and convolutions as TF32 on tensor cores (GPUs from Ampere on; no effect elsewhere).
+
+    Here, not in run.py: a sweep's launcher pickles run.py's code, and torch.backends.cudnn does not pickle.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
-import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from hydra.core.hydra_config import HydraConfig
@@ -26,7 +25,7 @@ from mindprint import checkpoint, config
 from mindprint.data import load_prompts
 from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
 from mindprint.errors import TrainingStopped, one_line
-from mindprint.models import build_models, pick_device
+from mindprint.models import build_models, pick_device, use_tf32
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.signals import Interrupted
@@ -72,7 +71,7 @@ def model_names(cfg: config.RunConfig) -> dict[str, str]:
 def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
     """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
     device = pick_device(cfg.device)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.model.tf32
+    use_tf32(cfg.model.tf32)
     accelerator = make_accelerator(device)
     configure_deepspeed(accelerator, cfg.ppo)  # before anything is written: it may refuse the config
     run_dir = shared_run_dir(accelerator, run_dir)

@@ -333,7 +333,7 @@ class PPOTrainer:
                     skipped = True
                 elif self.zero_stage:  # DeepSpeed has clipped and stepped inside backward
                     norm = torch.as_tensor(float(self.model.get_global_grad_norm()), device=self.device)
-                    skipped |= not bool(torch.isfinite(norm))  # too late to skip: counts towards the stop
+                    skipped |= not bool(torch.isfinite(norm))  # DeepSpeed skipped that step itself
                     stats.add("grad_norm", norm, one)
                 else:
                     norms = self.clip_gradients()
