@@ -1,10 +1,12 @@
 """TRL 1.12's PPOTrainer (trl.experimental.ppo, removed in trl 1.13) on the setup `mindprint.bench` passes.
 
-Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...}
-(plus "peak_mem_gib" on a GPU). Settings mirror mindprint's run: no gradient checkpointing, fp32 on a CPU and
+Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...,
+"gc_s": ...} (plus "peak_mem_gib" on a GPU). gc_s is the time spent in Python's garbage collector, which
+TRL's loop runs in full (gc.collect()) twice an iteration. Settings mirror mindprint's run: no gradient checkpointing, fp32 on a CPU and
 bf16 on a GPU (TRL's PPOConfig defaults to bf16 and gradient checkpointing on).
 """
 
+import gc
 import json
 import sys
 import tempfile
@@ -33,6 +35,20 @@ def reward_kwargs(s: dict, dtype: torch.dtype) -> dict:
     return {"dtype": dtype}
 
 
+class GcTimer:
+    """Seconds spent in garbage collections, explicit or automatic, through gc's public callbacks."""
+
+    def __init__(self) -> None:
+        self.seconds, self._start = 0.0, 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+
 def main() -> None:
     s = json.loads(sys.argv[1])
     torch.manual_seed(s["seed"])
@@ -45,9 +61,9 @@ def main() -> None:
     dataset = Dataset.from_dict({"input_ids": [tok(t, add_special_tokens=False)["input_ids"] for t in prompts]})
     args = PPOConfig(
         output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=s["micro_batch_size"],
-        gradient_accumulation_steps=s["batch_size"] // s["micro_batch_size"],
-        num_mini_batches=s["batch_size"] // s["mini_batch_size"],
+        per_device_train_batch_size=s["trl"]["per_device_train_batch_size"],
+        gradient_accumulation_steps=s["trl"]["gradient_accumulation_steps"],
+        num_mini_batches=s["trl"]["num_mini_batches"],
         num_ppo_epochs=s["ppo_epochs"],
         total_episodes=s["steps"] * s["batch_size"],
         response_length=s["response_length"],
@@ -78,10 +94,11 @@ def main() -> None:
         train_dataset=dataset,
         peft_config=lora,
     )
+    gc_timer = GcTimer()
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
-    result = {"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall}
+    result = {"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall, "gc_s": gc_timer.seconds}
     if torch.cuda.is_available():
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(result))

@@ -50,7 +50,9 @@ def bench_cpu(reps: int, trl_python: Path, out_dir: Path) -> dict:
     result = {
         "mindprint": {"episodes_per_s": median(ours), "phases": best["phases"],
                       "runs": [r["episodes_per_s"] for r in ours]},
-        "trl": {"episodes_per_s": median(theirs), "version": "1.12.0", "runs": [r["episodes_per_s"] for r in theirs]},
+        "trl": {"episodes_per_s": median(theirs), "version": "1.12.0", "runs": [r["episodes_per_s"] for r in theirs],
+                # TRL's loop runs gc.collect() twice an iteration: the share of its training time that takes
+                "gc_share": statistics.median(r["gc_s"] / r["wall_s"] for r in theirs)},
         "ratio": median(ours) / median(theirs),
         # each repetition runs the two back to back: their ratio is less exposed to the machine's drift
         "ratio_per_rep": [a["episodes_per_s"] / b["episodes_per_s"] for a, b in zip(ours, theirs)],
@@ -73,7 +75,8 @@ def print_cpu(result: dict, console: Console) -> None:
     shares = ", ".join(f"{p} {v:.0%}" for p, v in result["mindprint"]["phases"].items())
     per_rep = result["ratio_per_rep"]
     console.print(f"ratio mindprint / TRL = {result['ratio']:.2f}× (per repetition {min(per_rep):.2f}–"
-                  f"{max(per_rep):.2f}×); mindprint time: {shares}")
+                  f"{max(per_rep):.2f}×); mindprint time: {shares}; TRL time in gc.collect: "
+                  f"{result['trl']['gc_share']:.0%}")
 
 
 def print_gpu(result: dict, console: Console) -> None:

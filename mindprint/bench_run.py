@@ -36,6 +36,24 @@ def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
     return out
 
 
+def trl_batching(batch: int, mini: int, micro: int) -> dict:
+    """TRL 1.12 PPOConfig batch arguments for mindprint's (batch, minibatch, micro-batch), per process.
+
+    TRL's arithmetic: batch = per_device_train_batch_size × gradient_accumulation_steps, split into
+    num_mini_batches minibatches walked in micro-batches of min(per_device_train_batch_size, minibatch),
+    with an optimizer step every gradient_accumulation_steps micro-batches. So one step per minibatch,
+    as PPO (and mindprint) takes, is only expressible when micro == mini: per_device = batch, no
+    accumulation. Otherwise TRL keeps the micro-batch but steps once per epoch, over the whole batch.
+    """
+    if micro == mini:
+        per_device, accumulation = batch, 1
+    else:
+        per_device, accumulation = micro, batch // micro
+    return {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": accumulation,
+            "num_mini_batches": batch // mini,
+            "optimizer_steps_per_epoch": batch // mini if micro == mini else 1}
+
+
 def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
     """The settings benchmarks/trl_ppo.py needs to train what `cfg` trains."""
     p = cfg.ppo
@@ -46,6 +64,7 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
         response_length=p.response_length, temperature=p.temperature, learning_rate=p.learning_rate,
         kl_coef=p.init_kl_coef, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
         target_modules=list(cfg.lora.target_modules), seed=cfg.seed, device=device, bf16=bf16,
+        trl=trl_batching(p.batch_size, p.mini_batch_size, p.micro_batch_size),
     )
 
 

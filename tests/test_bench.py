@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from conftest import run_cli
 from mindprint.bench import CPU_OVERRIDES, SEVEN
-from mindprint.bench_run import trl_setup
+from mindprint.bench_run import trl_batching, trl_setup
 from mindprint.run import compose
 from mindprint.shapes import synthetic_tokenizer
 
@@ -21,6 +21,22 @@ def test_trl_gets_the_settings_mindprint_runs(tiny):
     assert setup["policy"] == tiny["policy"] and setup["target_modules"] == SEVEN
     assert setup["kl_coef"] == cfg.ppo.init_kl_coef and not cfg.ppo.adaptive_kl  # TRL's β is fixed
     assert cfg.ppo.value_learning_rate == cfg.ppo.learning_rate == setup["learning_rate"]  # TRL has one lr
+    # one optimizer step per minibatch of 8, as mindprint takes: TRL walks the batch of 32 in 4 minibatches
+    assert setup["trl"] == {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1,
+                            "num_mini_batches": 4, "optimizer_steps_per_epoch": 4}
+
+
+def test_trl_batching_follows_trl_1_12_arithmetic():
+    """TRL: batch = per_device × accumulation; minibatches walked in micro-batches of min(per_device, minibatch);
+    a step every `accumulation` micro-batches. With micro < mini it can keep the micro-batch, not the steps."""
+    for batch, mini, micro in [(32, 8, 8), (64, 16, 8), (64, 64, 16)]:
+        t = trl_batching(batch, mini, micro)
+        assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] == batch
+        minibatch = batch // t["num_mini_batches"]
+        assert minibatch == mini and min(t["per_device_train_batch_size"], minibatch) == micro
+        micro_batches_per_epoch = batch // micro
+        assert t["optimizer_steps_per_epoch"] == micro_batches_per_epoch // t["gradient_accumulation_steps"]
+    assert trl_batching(64, 16, 8)["optimizer_steps_per_epoch"] == 1  # mindprint takes 4
 
 
 def test_synthetic_tokenizer_has_the_full_vocabulary_and_round_trips():
