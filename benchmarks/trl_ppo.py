@@ -1,7 +1,7 @@
 """TRL 1.12's PPOTrainer (trl.experimental.ppo, removed in trl 1.13) on the setup `mindprint.bench` passes.
 
 Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...,
-"gc_s": ...} (plus "peak_mem_gib" on a GPU). gc_s is the time spent in Python's garbage collector, which
+"gc_s": ..., "peak_rss_gib": ...} (plus "peak_mem_gib" on a GPU). gc_s is the time spent in Python's garbage collector, which
 TRL's loop runs in full (gc.collect()) twice an iteration. Settings mirror mindprint's run: no gradient checkpointing, fp32 on a CPU and
 bf16 on a GPU (TRL's PPOConfig defaults to bf16 and gradient checkpointing on).
 """
@@ -47,6 +47,15 @@ class GcTimer:
             self._start = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._start
+
+
+def peak_rss_gib() -> float | None:
+    """Peak resident memory (VmHWM), as mindprint.report measures it for mindprint's runs (this venv lacks mindprint)."""
+    try:
+        lines = open("/proc/self/status").read().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 2**20 for line in lines if line.startswith("VmHWM:")), None)
 
 
 def main() -> None:
@@ -98,7 +107,8 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
-    result = {"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall, "gc_s": gc_timer.seconds}
+    result = {"episodes_per_s": s["steps"] * s["batch_size"] / wall, "wall_s": wall, "gc_s": gc_timer.seconds,
+              "peak_rss_gib": peak_rss_gib()}
     if torch.cuda.is_available():
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(result))

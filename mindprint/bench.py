@@ -36,6 +36,12 @@ CPU_OVERRIDES = [
 ]
 
 
+def peak_rss(runs: list[dict]) -> float | None:
+    """The largest peak host memory of the runs; None where it is not measured (outside Linux)."""
+    peaks = [r.get("peak_rss_gib") for r in runs]
+    return None if None in peaks else max(peaks)
+
+
 def bench_cpu(reps: int, trl_python: Path, out_dir: Path) -> dict:
     overrides = [*CPU_OVERRIDES, f"reward.name={ensure_tiny('classifier')}"]
     setup = trl_setup(compose(overrides), device="cpu", bf16=False)
@@ -49,8 +55,9 @@ def bench_cpu(reps: int, trl_python: Path, out_dir: Path) -> dict:
     best = min(ours, key=lambda r: abs(r["episodes_per_s"] - median(ours)))
     result = {
         "mindprint": {"episodes_per_s": median(ours), "phases": best["phases"],
-                      "runs": [r["episodes_per_s"] for r in ours]},
+                      "runs": [r["episodes_per_s"] for r in ours], "peak_rss_gib": peak_rss(ours)},
         "trl": {"episodes_per_s": median(theirs), "version": "1.12.0", "runs": [r["episodes_per_s"] for r in theirs],
+                "peak_rss_gib": peak_rss(theirs),
                 # TRL's loop runs gc.collect() twice an iteration: the share of its training time that takes
                 "gc_share": statistics.median(r["gc_s"] / r["wall_s"] for r in theirs)},
         "ratio": median(ours) / median(theirs),
@@ -66,11 +73,12 @@ def bench_cpu(reps: int, trl_python: Path, out_dir: Path) -> dict:
 
 def print_cpu(result: dict, console: Console) -> None:
     table = Table(title="PPO episodes per second, tiny models on CPU (median of reps)")
-    for col in ("trainer", "episodes/s", "runs"):
+    for col in ("trainer", "episodes/s", "runs", "peak RSS GiB"):
         table.add_column(col)
     for name in ("mindprint", "trl"):
         r = result[name]
-        table.add_row(name, f"{r['episodes_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in r["runs"]))
+        table.add_row(name, f"{r['episodes_per_s']:.1f}", ", ".join(f"{x:.1f}" for x in r["runs"]),
+                      "n/a" if r["peak_rss_gib"] is None else f"{r['peak_rss_gib']:.2f}")
     console.print(table)
     shares = ", ".join(f"{p} {v:.0%}" for p, v in result["mindprint"]["phases"].items())
     per_rep = result["ratio_per_rep"]

@@ -20,7 +20,8 @@ def last_line(text: str) -> str:
 
 
 def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
-    """episodes/s, wall time, phase shares and (on a GPU) peak memory of `python -m mindprint.run OVERRIDES`."""
+    """episodes/s, wall time, phase shares, peak host memory and (on a GPU) peak GPU memory of
+    `python -m mindprint.run OVERRIDES`."""
     proc = subprocess.run([sys.executable, "-m", "mindprint.run", *overrides, f"hydra.run.dir={run_dir}"],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -31,8 +32,9 @@ def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
     last = read_metrics(run_dir / "metrics.jsonl")[-1]
     out = {"episodes_per_s": last["eps"], "wall_s": summary["wall_s"],
            "phases": {p: summary[f"share/{p}"] for p in PHASES}}
-    if "peak_mem_gib" in summary:
-        out["peak_mem_gib"] = summary["peak_mem_gib"]
+    for key in ("peak_mem_gib", "peak_rss_gib"):
+        if key in summary:
+            out[key] = summary[key]
     return out
 
 
@@ -69,7 +71,8 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
 
 
 def run_trl(setup: dict, python: Path) -> dict:
-    """episodes/s and wall time (and on a GPU peak memory) of TRL 1.12's PPOTrainer on `setup`."""
+    """episodes/s, wall time, time in gc, peak host memory (and on a GPU peak GPU memory) of TRL 1.12's
+    PPOTrainer on `setup`."""
     proc = subprocess.run([str(python), str(REPO / "benchmarks" / "trl_ppo.py"), json.dumps(setup)],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:

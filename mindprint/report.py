@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from peft.tuners.lora import LoraLayer
 from rich.console import Console
@@ -127,6 +128,20 @@ def summarise(history: list[dict], wall_s: float, episodes: int) -> dict[str, fl
     return out
 
 
+def peak_rss_gib() -> float | None:
+    """This process's peak resident memory (VmHWM, Linux): host RAM, whatever the device; None elsewhere.
+
+    Not getrusage's ru_maxrss: that keeps the high-water mark of the image before exec, so a child
+    started from a big parent would report the parent's size.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else kib / 2**20
+
+
 def print_summary(summary: dict[str, float], console: Console | None = None) -> None:
     console = console or wide_console()
     table = Table(title="run summary: first vs last fifth of iterations")
@@ -141,6 +156,8 @@ def print_summary(summary: dict[str, float], console: Console | None = None) -> 
     line = f"{summary['episodes']} episodes in {summary['wall_s']:.1f} s = {summary['eps']:.2f} episodes/s; time: {shares}"
     if "peak_mem_gib" in summary:
         line += f"; peak GPU memory {summary['peak_mem_gib']:.1f} GiB"
+    if "peak_rss_gib" in summary:
+        line += f"; peak host memory {summary['peak_rss_gib']:.2f} GiB"
     console.print(line)
     if "eval/scores" in summary:
         console.print(f"held-out: score {summary['eval/scores']:.4f}, KL {summary['eval/kl']:.4f}")

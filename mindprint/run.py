@@ -26,7 +26,7 @@ from mindprint.data import load_prompts
 from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
 from mindprint.errors import TrainingStopped, one_line
 from mindprint.models import build_models, pick_device, use_tf32
-from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
+from mindprint.report import count_parameters, lora_formula, peak_rss_gib, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.signals import Interrupted
 from mindprint.sweep import is_multirun, record_failure, run_identity
@@ -104,6 +104,8 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
         history = trainer.train()
         wall = time.perf_counter() - start
         summary = {**facts, **summarise(history, wall, trainer.episode - first_episode)}
+        if (rss := peak_rss_gib()) is not None:
+            summary["peak_rss_gib"] = rss
         exit_code = 0
     finally:
         if tracker is not None:

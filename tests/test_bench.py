@@ -1,6 +1,8 @@
 """`make bench` and `python -m mindprint.bench gpu`: like-for-like settings, and the GPU path run small on a CPU."""
 
 import json
+import subprocess
+import sys
 
 from transformers import AutoConfig, AutoTokenizer
 
@@ -37,6 +39,15 @@ def test_trl_batching_follows_trl_1_12_arithmetic():
         micro_batches_per_epoch = batch // micro
         assert t["optimizer_steps_per_epoch"] == micro_batches_per_epoch // t["gradient_accumulation_steps"]
     assert trl_batching(64, 16, 8)["optimizer_steps_per_epoch"] == 1  # mindprint takes 4
+
+
+def test_peak_host_memory_counts_what_the_process_allocates():
+    """Peak host memory (the run summary's and the bench's `peak_rss_gib`) rises by what the process allocates."""
+    code = ("from mindprint.report import peak_rss_gib; a = peak_rss_gib(); "
+            "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(a, peak_rss_gib())")
+    before, after = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                              check=True).stdout.split())
+    assert 0.28 < after - before < 0.35
 
 
 def test_synthetic_tokenizer_has_the_full_vocabulary_and_round_trips():

@@ -174,6 +174,9 @@ def test_cli_run_writes_metrics_and_artifacts(tmp_path, tiny):
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     assert "run summary" in proc.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.1 < summary["peak_rss_gib"] < 8  # host memory (Linux), printed with the summary
+    assert f"peak host memory {summary['peak_rss_gib']:.2f} GiB" in proc.stdout
 
 
 def test_rule_scorer_and_a_bad_rule():
