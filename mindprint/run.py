@@ -110,6 +110,9 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
     finally:
         if tracker is not None:
             tracker.finish(exit_code)
+        # Processes that exit with their process group alive can abort in gloo's threads at shutdown
+        # ("terminate called without an active exception"); a local call, no collective.
+        accelerator.end_training()
     if accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps({k: jsonable(v) for k, v in summary.items()}, indent=1))
         print_summary(summary)
