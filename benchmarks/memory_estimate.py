@@ -1,34 +1,43 @@
 """Peak GPU memory of experiments/baseline.yaml, estimated on a CPU.
 
-    python benchmarks/memory_estimate.py [--layers 1,2] [--variants default,gc,...] [--target-gib 24]
+    python benchmarks/memory_estimate.py [--layers 2,3] [--variants default,gc,rollout16,value_lora]
 
 What it measures: live tensor bytes (each tensor storage counted once, from its allocation until it is
-freed) while mindprint's own PPOTrainer runs one iteration of the baseline experiment (batch 64, minibatch
-16, micro-batch 8, rollout batch 64, 53 new tokens, prompts of ~512 tokens) with the policy and the value
-model at Qwen3-0.6B width (hidden 1024, vocabulary 151,936) but only L decoder layers; frozen weights in
-bf16 and trained tensors in fp32, as `model.dtype=auto` gives on a GPU. Each variant and L runs in a fresh
-process. Per phase (generate; the rollout's no-grad forwards for old log-probs, reference and values; the
-update) the peak is measured at each L and extrapolated linearly to 28 layers:
-peak(28) = peak(1) + 27·(peak(2) − peak(1)); with a third L the script prints how far it is off the line.
+freed, by a TorchDispatchMode) while mindprint's own PPOTrainer runs one iteration of the baseline
+experiment (batch 64, minibatch 16, micro-batch 8, rollout batch 64, 53 new tokens, ~512-token prompts) with
+policy and value model at Qwen3-0.6B width (hidden 1024, vocabulary 151,936) but only L decoder layers:
+frozen weights bf16, trained tensors fp32, as `model.dtype=auto` gives on a GPU. Each variant and L runs in
+a fresh process. The peak of each phase (generate; the rollout's no-grad forwards for old log-probs,
+reference and values; the update) is extrapolated linearly to 28 layers through the two largest L:
+peak(28) = peak(L₂) + (28 − L₂)·(peak(L₂) − peak(L₁))/(L₂ − L₁). Use L ≥ 2: with a single layer some
+phases peak at a different moment (one hidden state less), so L = 1 sits off the line.
 
-A rule scores instead of the reward model (Skywork-Reward-V2-Qwen3-8B); that model's weights are counted
-per precision from its architecture on the meta device, and its forward (reward.batch_size rows, no grad)
-is estimated from its shapes. Total = max over phases of (measured peak at 28 layers) + reward weights,
-with the reward forward as one more phase.
+Variants (join with '+'): default = the baseline without gradient checkpointing (pinned off, whatever
+baseline.yaml says), gc = model.gradient_checkpointing=true, rollout16 = ppo.rollout_batch_size=16,
+value_lora = lora.value_rank=32 (value model through a LoRA instead of fully trained).
 
-Limits: tensor bytes only. A GPU adds the CUDA context (~0.5 GiB, not in torch's counters), cuBLAS/cuDNN
-workspaces, kernels' scratch space and the caching allocator's rounding and fragmentation, often 5-15% over
-the live peak (`torch.cuda.max_memory_reserved` minus `max_memory_allocated`). Tensors made outside the
-dispatcher (e.g. `torch.tensor` from a Python list) are missed (kilobytes here). Adam's state is created
-before the measured iteration by one optimizer step on zero gradients, as the real run has it from its
-second iteration on. Random weights rarely sample a stop token, so every response runs the full 53 tokens
-(the worst case, which real runs also reach). CPU attention kernels may keep different scratch tensors
-than CUDA's flash/memory-efficient kernels (both are O(sequence), not O(sequence²), here).
+A rule scores instead of the reward model (Skywork-Reward-V2-Qwen3-8B); its weights are counted per
+precision from its architecture on the meta device, and its forward (reward.batch_size rows, no grad) is
+estimated from its shapes. Total = max over phases (reward forward included) of the phase's peak at 28
+layers, plus the reward model's weights.
+
+Shortcuts, none of which changes a peak: Adam's state is made before the measured iteration by one
+optimizer step on zero gradients (the real run has it from its second iteration on); the update runs on
+the first minibatch only (all four are alike and free their gradients in between; --full-update runs all);
+ppo.ppo_epochs=1; the LM head folds its input to 2-D (`fold_lm_head`: a CPU-only copy the GPU never makes).
+
+Limits: tensor bytes only. A GPU adds the CUDA context (~0.5 GiB, outside torch's counters), cuBLAS
+workspaces, kernels' scratch space and the caching allocator's rounding and fragmentation (often 5-15% of
+the peak: max_memory_reserved − max_memory_allocated). Tensors made outside the dispatcher (e.g.
+`torch.tensor` from a Python list) are missed (kilobytes here). Random weights rarely sample a stop token,
+so every response runs the full 53 tokens: the worst case, which real runs also reach. CPU attention
+kernels may keep other scratch tensors than CUDA's (both O(sequence) here, not O(sequence²)).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import subprocess
@@ -46,11 +55,11 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 GiB = 2**30
 FULL_LAYERS = 28  # Qwen3-0.6B
-VARIANTS = {  # name -> overrides; join names with '+' to combine them
-    "default": [],
-    "gc": ["model.gradient_checkpointing=true"],
-    "rollout16": ["ppo.rollout_batch_size=16"],
-    "value_lora": ["lora.value_rank=32"],
+VARIANTS = {  # name -> overrides; join names with '+' to combine them (later names win)
+    "default": {},  # experiments/baseline.yaml as the brief gave it: no gradient checkpointing
+    "gc": {"model.gradient_checkpointing": "true"},
+    "rollout16": {"ppo.rollout_batch_size": "16"},
+    "value_lora": {"lora.value_rank": "32"},
 }
 PHASES = ("rest", "generate", "old_logprobs", "reference", "values", "update")
 
@@ -142,17 +151,21 @@ def fold_lm_head(model: torch.nn.Module) -> None:
 
 
 def overrides(model_dir: str, prompts: Path, variant: str) -> list[str]:
-    """bench_gpu's baseline overrides, on the CPU in bf16, a rule instead of the reward model, one epoch."""
-    extra = [o for name in variant.split("+") for o in VARIANTS[name]]
+    """bench_gpu's baseline overrides, on the CPU in bf16, a rule instead of the reward model, one epoch.
+    Gradient checkpointing is pinned (off unless the variant turns it on), whatever baseline.yaml says."""
+    extra = {"model.gradient_checkpointing": "false"}
+    for name in variant.split("+"):
+        extra.update(VARIANTS[name])
     return [
         "+experiment=baseline", f"model.name={model_dir}", "model.dtype=bfloat16", "device=cpu",
         "reward.name=null", "reward.rule=mindprint.rewards:vowel_share",
         f"data.name={prompts}", "data.eval_split=null", "data.eval_size=0", "data.max_prompt_length=512",
-        "ppo.steps=1", "ppo.ppo_epochs=1", "ppo.eval_every=0", "checkpoint.every=0", *extra,
+        "ppo.steps=1", "ppo.ppo_epochs=1", "ppo.eval_every=0", "checkpoint.every=0",
+        *(f"{k}={v}" for k, v in extra.items()),
     ]
 
 
-def measure(model_dir: str, prompts: Path, variant: str) -> dict:
+def measure(model_dir: str, prompts: Path, variant: str, full_update: bool = False) -> dict:
     from accelerate import Accelerator
 
     from mindprint.data import load_prompts
@@ -203,7 +216,12 @@ def measure(model_dir: str, prompts: Path, variant: str) -> dict:
         batched = trainer.batched
         trainer.batched = lambda fn, rows: tracked(next(names), batched)(fn, rows)
         trainer.generate = tracked("generate", trainer.generate)
-        trainer.update = tracked("update", trainer.update)
+        update = trainer.update
+        if not full_update:  # minibatches are alike and free their gradients between them: the first has the peak
+            def update(r, adv, returns, n=cfg.ppo.mini_batch_size, update=trainer.update):
+                tensors = {f.name: getattr(r, f.name)[:n] for f in dataclasses.fields(r)}
+                return update(dataclasses.replace(r, **tensors), adv[:n], returns[:n])
+        trainer.update = tracked("update", update)
         start = time.perf_counter()
         with lb.phase("step"):
             metrics = trainer.step()
@@ -237,22 +255,24 @@ def reward_model_bytes() -> dict[str, int]:
 
 
 def reward_forward_bytes(rows: int = 16, tokens: int = 600, quantized: str = "8bit") -> int:
-    """Rough transient of one scoring batch (reward.batch_size rows of ~prompt + response + template tokens),
-    no grad. Qwen3's config has use_cache=True and rewards.py does not pass use_cache=False, so the forward
-    fills a KV cache of all 36 layers; plus one layer's working set: the residual stream, and the MLP's
-    gate, up and act·up outputs in bf16 (12288 wide), with int8's int32 matmul output and int8 input copy,
-    or nf4's dequantized bf16 weight."""
+    """Rough transient of one scoring batch (reward.batch_size rows of prompt + response + template), no grad.
+    Qwen3's config has use_cache=True and rewards.py does not pass use_cache=False, so the forward fills a
+    KV cache of all 36 layers (bf16). On top, the MLP at its widest: residual and normed input, gate, up
+    and act·up outputs in bf16; int8 (bitsandbytes LLM.int8) adds, inside a 12288-wide matmul, its int32
+    result and fp16 dequantized copy, and an fp16 copy of the input with its int8 quantization; nf4 adds
+    one dequantized bf16 weight."""
     n, hidden, mlp, layers, kv = rows * tokens, 4096, 12288, 36, 2 * 8 * 128
     cache = layers * n * kv * 2
-    working = n * hidden * 2 * 2 + 3 * n * mlp * 2
-    extra = {"8bit": n * mlp * 4 + n * mlp, "4bit": hidden * mlp * 2, "bf16": 0}[quantized]
+    working = 2 * n * hidden * 2 + 3 * n * mlp * 2
+    extra = {"8bit": n * mlp * 6 + n * hidden * 3, "4bit": hidden * mlp * 2, "bf16": 0}[quantized]
     return cache + working + extra
 
 
 # ------------------------------------------------------------------ driver
 
 def extrapolate(by_layers: dict[int, float], target: int = FULL_LAYERS) -> float:
-    (l1, y1), (l2, y2) = sorted(by_layers.items())[:2]
+    """Linear through the two largest layer counts (L = 1 sits off the line: see the module docstring)."""
+    (l1, y1), (l2, y2) = sorted(by_layers.items())[-2:]
     return y1 + (target - l1) * (y2 - y1) / (l2 - l1)
 
 
@@ -274,15 +294,17 @@ def ensure_prompts(workdir: Path, model_dir: str, tokens: int = 512) -> Path:
     return path
 
 
-def run_one(workdir: Path, variant: str, layers: int) -> dict:
-    cache = workdir / "results" / f"{variant}-L{layers}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
+def run_one(workdir: Path, variant: str, layers: int, full_update: bool = False) -> dict:
+    cache = workdir / "results" / f"{variant}-L{layers}{'-full' if full_update else ''}.json"
+    for path in (cache, cache.with_name(f"{variant}-L{layers}-full.json")):  # a full update has the same peaks
+        if path.exists():
+            return json.loads(path.read_text())
     model_dir = ensure_model(workdir, layers)
     prompts = ensure_prompts(workdir, model_dir)
     start = time.perf_counter()
     print(f"measuring {variant} at L={layers} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--measure", variant, model_dir, str(prompts)],
+    flags = ["--full-update"] if full_update else []
+    proc = subprocess.run([sys.executable, __file__, "--measure", variant, model_dir, str(prompts), *flags],
                           stdout=subprocess.PIPE, text=True)  # its progress goes to our stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{variant} L={layers} failed (exit code {proc.returncode}; see its output above)")
@@ -295,48 +317,47 @@ def run_one(workdir: Path, variant: str, layers: int) -> dict:
 
 def report(results: dict[str, dict[int, dict]], target_gib: float) -> None:
     rm = reward_model_bytes()
-    print(f"reward model weights ({rm['params'] / 1e9:.2f} B params): "
-          + ", ".join(f"{k} {rm[k] / GiB:.2f} GiB" for k in ("8bit", "4bit", "bf16")))
     rf = {q: reward_forward_bytes(quantized=q) for q in ("8bit", "4bit", "bf16")}
-    print("reward forward transient (16 rows × 600 tokens, estimated): "
-          + ", ".join(f"{q} {v / GiB:.2f} GiB" for q, v in rf.items()))
+    print(f"reward model, {rm['params'] / 1e9:.2f} B params; weights: "
+          + ", ".join(f"{q} {rm[q] / GiB:.2f} GiB" for q in rf)
+          + "; forward transient (16 rows × 600 tokens, estimated): " + ", ".join(f"{q} {v / GiB:.2f} GiB"
+                                                                              for q, v in rf.items()))
     for variant, runs in results.items():
         layers = sorted(runs)
-        print(f"\n== {variant} ==  (measured MiB at L = {', '.join(map(str, layers))}; GiB at {FULL_LAYERS} layers)")
-        print(f"{'phase':<14}" + "".join(f"{'L=' + str(L):>10}" for L in layers) + f"{'@28 GiB':>10}"
-              + (f"{'L3 off line':>13}" if len(layers) > 2 else ""))
+        slopes = list(zip(layers, layers[1:]))
+        print(f"\n== {variant} ==  peak live bytes per phase: measured MiB at L layers, MiB per layer between "
+              f"them, GiB extrapolated to {FULL_LAYERS} layers from L = {layers[-2]}, {layers[-1]}")
+        print(f"{'phase':<14}" + "".join(f"{'L=' + str(L):>9}" for L in layers)
+              + "".join(f"{f'/L {a}-{b}':>10}" for a, b in slopes) + f"{'@28 GiB':>9}")
         at28 = {}
         for phase in PHASES:
             ys = {L: runs[L]["peaks"][phase] for L in layers}
             at28[phase] = extrapolate(ys)
-            line = f"{phase:<14}" + "".join(f"{ys[L] / 2**20:>10.0f}" for L in layers) + f"{at28[phase] / GiB:>10.2f}"
-            if len(layers) > 2:  # the third point against the line through the first two
-                off = ys[layers[2]] - (ys[layers[0]] + (layers[2] - layers[0]) * (ys[layers[1]] - ys[layers[0]])
-                                       / (layers[1] - layers[0]))
-                line += f"{off / 2**20:>+11.1f}Mi"
-            print(line)
-        parts28 = {k: extrapolate({L: runs[L]["parts"][k] for L in layers}) for k in runs[layers[0]]["parts"]}
-        print("at rest, 28 layers: " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in parts28.items()) + " GiB")
-        train_peak = max((at28[p], p) for p in PHASES[1:])
-        for q in ("8bit", "4bit", "bf16"):
-            scoring = at28["rest"] + rf[q]
-            peak, where = max(train_peak, (scoring, "reward forward"))
-            total = peak + rm[q]
-            print(f"total with {q:>4} reward model: {total / GiB:6.2f} GiB (peak in {where}); "
-                  f"{target_gib - total / GiB:+.2f} GiB against {target_gib:g} GiB")
-        secs = {L: runs[L].get("wall_s", 0) for L in layers}
-        print("wall seconds per run: " + ", ".join(f"L={L} {s:.0f}" for L, s in secs.items()))
+            print(f"{phase:<14}" + "".join(f"{ys[L] / 2**20:>9.0f}" for L in layers)
+                  + "".join(f"{(ys[b] - ys[a]) / (b - a) / 2**20:>10.1f}" for a, b in slopes)
+                  + f"{at28[phase] / GiB:>9.2f}")
+        parts = {k: extrapolate({L: runs[L]["parts"][k] for L in layers}) for k in runs[layers[0]]["parts"]}
+        print(f"at rest, {FULL_LAYERS} layers: " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in parts.items()) + " GiB")
+        train = max((at28[p], p) for p in PHASES[1:])
+        for q in rf:
+            peak, where = max(train, (at28["rest"] + rf[q], "reward forward"))
+            total = (peak + rm[q]) / GiB
+            print(f"total with the {q:>4} reward model: {total:6.2f} GiB (peak in {where}), "
+                  f"{target_gib - total:+.2f} GiB to {target_gib:g} GiB")
+        print("wall seconds per run: " + ", ".join(f"L={L} {runs[L].get('wall_s', 0):.0f}" for L in layers))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", default="1,2", help="comma-separated layer counts (first two extrapolate)")
+    parser.add_argument("--layers", default="2,3", help="comma-separated layer counts (the two largest extrapolate)")
     parser.add_argument("--variants", default="default,gc,rollout16,value_lora",
                         help=f"comma-separated; each one of {', '.join(VARIANTS)} or several joined by '+'")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/memory_estimate"),
                         help="random models, prompts and cached results (delete results/ to re-measure)")
     parser.add_argument("--target-gib", type=float, default=24.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--full-update", action="store_true",
+                        help="run the update on all minibatches (default: the first, which has the same peak)")
     parser.add_argument("--measure", nargs=3, metavar=("VARIANT", "MODEL_DIR", "PROMPTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -346,7 +367,7 @@ def main() -> None:
 
         quiet_libraries()
         variant, model_dir, prompts = args.measure
-        print(json.dumps(measure(model_dir, Path(prompts), variant)))
+        print(json.dumps(measure(model_dir, Path(prompts), variant, args.full_update)))
         return
     sanity_check()
     layers = [int(x) for x in args.layers.split(",")]
@@ -359,7 +380,7 @@ def main() -> None:
     for v in variants:
         results[v] = {}
         for L in layers:
-            results[v][L] = run_one(args.workdir, v, L)
+            results[v][L] = run_one(args.workdir, v, L, args.full_update)
             print(f"measured {v} L={L} in {results[v][L]['wall_s']:.0f} s", file=sys.stderr, flush=True)
     report(results, args.target_gib)
 

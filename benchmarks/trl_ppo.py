@@ -1,9 +1,10 @@
 """TRL 1.12's PPOTrainer (trl.experimental.ppo, removed in trl 1.13) on the setup `mindprint.bench` passes.
 
 Runs in its own venv (.venv-trl: trl==1.12.0); prints one JSON line: {"episodes_per_s": ..., "wall_s": ...,
-"gc_s": ..., "peak_rss_gib": ...} (plus "peak_mem_gib" on a GPU). gc_s is the time spent in Python's garbage collector, which
-TRL's loop runs in full (gc.collect()) twice an iteration. Settings mirror mindprint's run: no gradient checkpointing, fp32 on a CPU and
-bf16 on a GPU (TRL's PPOConfig defaults to bf16 and gradient checkpointing on).
+"gc_s": ..., "peak_rss_gib": ...} (plus "peak_mem_gib" on a GPU). gc_s is the time spent in Python's garbage
+collector, which TRL's loop runs in full (gc.collect()) twice an iteration. Settings mirror mindprint's run:
+gradient checkpointing as mindprint's config has it, fp32 on a CPU and bf16 on a GPU (TRL's PPOConfig
+defaults to bf16 and gradient checkpointing on).
 """
 
 import gc
@@ -84,7 +85,7 @@ def main() -> None:
         report_to="none",
         use_cpu=s["device"] == "cpu",
         bf16=s["bf16"],
-        gradient_checkpointing=False,
+        gradient_checkpointing=s["gradient_checkpointing"],  # TRL checkpoints the policy only
         save_strategy="no",
         logging_steps=1,
         disable_tqdm=True,

@@ -66,6 +66,7 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
         response_length=p.response_length, temperature=p.temperature, learning_rate=p.learning_rate,
         kl_coef=p.init_kl_coef, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
         target_modules=list(cfg.lora.target_modules), seed=cfg.seed, device=device, bf16=bf16,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
         trl=trl_batching(p.batch_size, p.mini_batch_size, p.micro_batch_size),
     )
 

@@ -23,6 +23,9 @@ def test_trl_gets_the_settings_mindprint_runs(tiny):
     assert setup["policy"] == tiny["policy"] and setup["target_modules"] == SEVEN
     assert setup["kl_coef"] == cfg.ppo.init_kl_coef and not cfg.ppo.adaptive_kl  # TRL's β is fixed
     assert cfg.ppo.value_learning_rate == cfg.ppo.learning_rate == setup["learning_rate"]  # TRL has one lr
+    assert setup["gradient_checkpointing"] is False
+    checkpointed = compose([*CPU_OVERRIDES, f"reward.name={tiny['classifier']}", "model.gradient_checkpointing=true"])
+    assert trl_setup(checkpointed, device="cpu", bf16=False)["gradient_checkpointing"] is True
     # one optimizer step per minibatch of 8, as mindprint takes: TRL walks the batch of 32 in 4 minibatches
     assert setup["trl"] == {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1,
                             "num_mini_batches": 4, "optimizer_steps_per_epoch": 4}
