@@ -18,7 +18,7 @@ from mindprint.models import build_models, build_reward
 from mindprint.rewards import RewardModelScorer, build_scorer
 from mindprint.run import compose, execute
 from mindprint.tracking import read_metrics
-from mindprint.trainer import PPOTrainer, Timer
+from mindprint.trainer import PPOTrainer, Timer, sequence_inputs
 
 DESIGN_METRICS = [
     "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "objective/scores",
@@ -103,6 +103,21 @@ def test_reference_equals_policy_before_update_and_base_weights_never_change(tmp
     after = dict(trainer.models.policy.named_parameters())
     assert all(torch.equal(after[n], p) for n, p in base.items())
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in after.items())
+
+
+def test_micro_batches_drop_shared_padding_and_score_as_in_the_full_batch(tmp_path, tiny):
+    trainer = small_trainer(tmp_path)
+    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    short = r.query_mask.sum(1).argsort()[:2]  # the two shortest prompts: padding columns they share
+    rows = r.rows(short)
+    input_ids, attention_mask, _ = sequence_inputs(**rows)
+    padded = rows["queries"].shape[1] - int(rows["query_mask"].sum(1).max())
+    assert padded > 0 and input_ids.shape[1] == rows["queries"].shape[1] + rows["responses"].shape[1] - padded
+    assert attention_mask[:, 0].any()
+    with torch.no_grad():
+        logp, _, values = trainer.train_forward(rows)
+    assert torch.allclose(logp, r.logprobs[short], atol=1e-5)
+    assert torch.allclose(values, r.values[short], atol=1e-5)
 
 
 def test_masks_and_missing_eos_penalty(tmp_path, tiny):
