@@ -75,6 +75,7 @@ def main() -> None:
         gradient_accumulation_steps=s["trl"]["gradient_accumulation_steps"],
         num_mini_batches=s["trl"]["num_mini_batches"],
         num_ppo_epochs=s["ppo_epochs"],
+        local_rollout_forward_batch_size=s["rollout_batch_size"],  # generation and no-grad forwards, as mindprint
         total_episodes=s["steps"] * s["batch_size"],
         response_length=s["response_length"],
         temperature=s["temperature"],

@@ -62,8 +62,8 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
     return dict(
         policy=cfg.model.name, reward=cfg.reward.name, reward_quantization=cfg.reward.quantization, prompts=cfg.data.name,
         chat_template=cfg.data.apply_chat_template, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
-        micro_batch_size=p.micro_batch_size, ppo_epochs=p.ppo_epochs, steps=p.steps,
-        response_length=p.response_length, temperature=p.temperature, learning_rate=p.learning_rate,
+        micro_batch_size=p.micro_batch_size, rollout_batch_size=p.rollout_batch_size, ppo_epochs=p.ppo_epochs,
+        steps=p.steps, response_length=p.response_length, temperature=p.temperature, learning_rate=p.learning_rate,
         kl_coef=p.init_kl_coef, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
         target_modules=list(cfg.lora.target_modules), seed=cfg.seed, device=device, bf16=bf16,
         gradient_checkpointing=cfg.model.gradient_checkpointing,

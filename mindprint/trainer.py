@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
@@ -104,15 +105,20 @@ def response_values(values: torch.Tensor, T: int) -> torch.Tensor:
     return values[:, -T - 1 : -1]
 
 
-def sequence_inputs(queries, query_mask, responses, mask):
-    """Prompt + response as one left-padded sequence; positions as generate() counts them.
+def drop_shared_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded rows without the leading columns that are padding in every row.
 
-    Leading columns that are padding in every row are dropped: prompts are padded to the longest of the
-    whole batch, and a micro-batch's rows are often all shorter. Padding is masked out of attention and
-    positions count real tokens only, so the result is the same with fewer tokens to compute.
+    Prompts are padded to the longest of the whole batch, and a chunk's rows are often all shorter. Padding
+    is masked out of attention and positions count real tokens only, so what a forward or generate() gives
+    for real tokens is the same, with fewer tokens to compute.
     """
-    first = int(query_mask.any(0).int().argmax())  # first column some row uses (prompts are never empty)
-    queries, query_mask = queries[:, first:], query_mask[:, first:]
+    first = int(mask.any(0).int().argmax())  # first column some row uses (prompts are never empty)
+    return ids[:, first:], mask[:, first:]
+
+
+def sequence_inputs(queries, query_mask, responses, mask):
+    """Prompt + response as one left-padded sequence (without shared padding); positions as generate() counts them."""
+    queries, query_mask = drop_shared_padding(queries, query_mask)
     input_ids = torch.cat([queries, responses], dim=1)
     attention_mask = torch.cat([query_mask, mask.long()], dim=1)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -176,17 +182,25 @@ class PPOTrainer:
         queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         # Plain temperature sampling: no top-k/top-p, so the old log-probs are the sampling distribution's.
         sampling = dict(temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+        # In chunks of rollout_batch_size, as TRL's local_rollout_forward_batch_size: the KV cache and the
+        # prefill's activations scale with the chunk, so a smaller one trades speed for memory.
+        chunks = []
         with distributed.for_generation(self.accelerator, self.model):
-            out = self.policy.generate(
-                input_ids=queries,
-                attention_mask=query_mask,
-                max_new_tokens=self.p.response_length,
-                do_sample=temperature > 0,
-                eos_token_id=self.models.stop_ids,
-                pad_token_id=tok.pad_token_id,
-                **sampling,
-            )
-        responses = out[:, queries.shape[1] :]
+            for rows in _chunks(len(prompts), self.p.rollout_batch_size):
+                ids, ids_mask = drop_shared_padding(queries[rows], query_mask[rows])
+                out = self.policy.generate(
+                    input_ids=ids,
+                    attention_mask=ids_mask,
+                    max_new_tokens=self.p.response_length,
+                    do_sample=temperature > 0,
+                    eos_token_id=self.models.stop_ids,
+                    pad_token_id=tok.pad_token_id,
+                    **sampling,
+                )
+                chunks.append(out[:, ids.shape[1] :])
+        # a chunk whose rows all stopped early comes back shorter: padding after the stop is masked anyway
+        width = max(c.shape[1] for c in chunks)
+        responses = torch.cat([F.pad(c, (0, width - c.shape[1]), value=tok.pad_token_id) for c in chunks])
         mask = ppo.response_mask(responses, self.models.stop_ids)
         responses = torch.where(mask.bool(), responses, tok.pad_token_id)
         return queries, query_mask, responses, mask

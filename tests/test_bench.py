@@ -19,6 +19,7 @@ def test_trl_gets_the_settings_mindprint_runs(tiny):
     setup = trl_setup(cfg, device="cpu", bf16=False)
     assert (setup["batch_size"], setup["mini_batch_size"], setup["micro_batch_size"]) == (32, 8, 8)
     assert (setup["ppo_epochs"], setup["response_length"], setup["lora_rank"], setup["steps"]) == (4, 12, 8, 10)
+    assert setup["rollout_batch_size"] == cfg.ppo.rollout_batch_size == 64  # TRL's local_rollout_forward_batch_size
     assert setup["reward"] == tiny["classifier"] and setup["reward_quantization"] == "none"
     assert setup["policy"] == tiny["policy"] and setup["target_modules"] == SEVEN
     assert setup["kl_coef"] == cfg.ppo.init_kl_coef and not cfg.ppo.adaptive_kl  # TRL's β is fixed

@@ -120,6 +120,32 @@ def test_micro_batches_drop_shared_padding_and_score_as_in_the_full_batch(tmp_pa
     assert torch.allclose(values, r.values[short], atol=1e-5)
 
 
+def test_generation_in_rollout_batch_size_chunks_gives_the_same_greedy_responses(tmp_path, tiny):
+    whole, chunked = small_trainer(tmp_path / "a"), small_trainer(tmp_path / "b", "ppo.rollout_batch_size=3")
+    prompts = whole.sampler.batch(0, 8)
+    rows_per_call = []
+    generate = chunked.policy.generate
+    chunked.policy.generate = lambda **kw: rows_per_call.append(len(kw["input_ids"])) or generate(**kw)
+    _, _, expected, expected_mask = whole.generate(prompts, temperature=0.0)
+    queries, query_mask, responses, mask = chunked.generate(prompts, temperature=0.0)
+    assert rows_per_call == [3, 3, 2]
+    assert queries.shape[0] == responses.shape[0] == 8 and query_mask.shape == queries.shape
+    assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
+
+
+def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
+    trainer = small_trainer(tmp_path, "ppo.rollout_batch_size=1", "ppo.response_length=40")
+    pad = trainer.models.tokenizer.pad_token_id
+    lengths = []
+    for it in range(3):
+        _, _, responses, mask = trainer.generate(trainer.sampler.batch(it, 8), temperature=1.0)
+        assert responses.shape == (8, 40)
+        for row, m in zip(responses, mask):
+            lengths.append(int(m.sum()))
+            assert (row[lengths[-1]:] == pad).all()
+    assert min(lengths) < 40 == max(lengths)  # some one-row chunks stopped early, others ran to the limit
+
+
 def test_masks_and_missing_eos_penalty(tmp_path, tiny):
     trainer = small_trainer(tmp_path, "ppo.missing_eos_penalty=-3.0")
     r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
