@@ -160,6 +160,17 @@ def trainable_in_fp32(model: nn.Module) -> nn.Module:
     return model
 
 
+def checkpoint_activations(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward instead of keeping them (non-reentrant
+    torch.utils.checkpoint). transformers 5.x renamed gradient_checkpointing_enable, which now warns, to
+    activation_checkpointing_enable; earlier 5.x releases have only the old name."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> peft.PeftModel:
     load_config("model.name", cfg.name)
     base = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
@@ -167,7 +178,7 @@ def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -
     disable_dropout(base)
     policy = apply_lora(base, lora, lora.rank, "CAUSAL_LM", "lora.target_modules")
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_activations(policy)
     return trainable_in_fp32(policy)
 
 
@@ -182,7 +193,7 @@ def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) ->
     if lora.value_rank > 0:
         value = apply_lora(value, lora, lora.value_rank, "SEQ_CLS", "lora.target_modules")
     if cfg.gradient_checkpointing:
-        value.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_activations(value)
     return trainable_in_fp32(value)
 
 

@@ -174,6 +174,16 @@ def test_golden_first_iterations(tmp_path, tiny):
             assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
 
 
+def test_gradient_checkpointing_keeps_the_numbers(tmp_path, tiny, recwarn):
+    trainer = small_trainer(tmp_path, "model.gradient_checkpointing=true")
+    assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]  # renamed in transformers 5
+    assert trainer.models.policy.is_gradient_checkpointing and trainer.models.value.is_gradient_checkpointing
+    history = trainer.train(progress=False)
+    for it, expected in GOLDEN.items():
+        for k, v in expected.items():
+            assert history[it - 1][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
+
+
 def test_same_seed_same_metrics(tmp_path, tiny):
     a = small_trainer(tmp_path / "a").train(progress=False)
     b = small_trainer(tmp_path / "b").train(progress=False)
