@@ -83,8 +83,8 @@ def print_cpu(result: dict, console: Console) -> None:
     shares = ", ".join(f"{p} {v:.0%}" for p, v in result["mindprint"]["phases"].items())
     per_rep = result["ratio_per_rep"]
     console.print(f"ratio mindprint / TRL = {result['ratio']:.2f}× (per repetition {min(per_rep):.2f}–"
-                  f"{max(per_rep):.2f}×); mindprint time: {shares}; TRL time in gc.collect: "
-                  f"{result['trl']['gc_share']:.0%}")
+                  f"{max(per_rep):.2f}×, median {statistics.median(per_rep):.2f}×); mindprint time: {shares}; "
+                  f"TRL time in gc.collect: {result['trl']['gc_share']:.0%}")
 
 
 def print_gpu(result: dict, console: Console) -> None:

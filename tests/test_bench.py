@@ -4,10 +4,11 @@ import json
 import subprocess
 import sys
 
+from rich.console import Console
 from transformers import AutoConfig, AutoTokenizer
 
 from conftest import run_cli
-from mindprint.bench import CPU_OVERRIDES, SEVEN
+from mindprint.bench import CPU_OVERRIDES, SEVEN, print_cpu
 from mindprint.bench_run import trl_batching, trl_setup
 from mindprint.run import compose
 from mindprint.shapes import synthetic_tokenizer
@@ -43,6 +44,18 @@ def test_trl_batching_follows_trl_1_12_arithmetic():
         micro_batches_per_epoch = batch // micro
         assert t["optimizer_steps_per_epoch"] == micro_batches_per_epoch // t["gradient_accumulation_steps"]
     assert trl_batching(64, 16, 8)["optimizer_steps_per_epoch"] == 1  # mindprint takes 4
+
+
+def test_cpu_bench_prints_both_ratios(capsys):
+    """The ratio of medians and, less exposed to the machine's drift, the median of back-to-back pairs."""
+    side = {"episodes_per_s": 60.0, "runs": [50.0, 60.0, 70.0], "peak_rss_gib": 0.5}
+    result = {"mindprint": {**side, "phases": {"generate": 0.2, "update": 0.8}},
+              "trl": {**side, "episodes_per_s": 30.0, "runs": [20.0, 30.0, 40.0], "gc_share": 0.5},
+              "ratio": 2.0, "ratio_per_rep": [2.5, 2.0, 1.75]}
+    print_cpu(result, Console(width=200))
+    out = capsys.readouterr().out
+    assert "ratio mindprint / TRL = 2.00× (per repetition 1.75–2.50×, median 2.00×)" in out
+    assert "generate 20%, update 80%" in out and "gc.collect: 50%" in out
 
 
 def test_peak_host_memory_counts_what_the_process_allocates():
