@@ -81,7 +81,8 @@ class PPOConfig:
     batch_size: int = 64  # episodes (prompt, response) per iteration, per process
     mini_batch_size: int = 16  # episodes per optimizer step
     micro_batch_size: int = 8  # episodes per forward/backward (gradient accumulation inside a minibatch)
-    rollout_batch_size: int = 64  # episodes per generate() and per no-grad forward of the rollout (TRL's local_rollout_forward_batch_size)
+    # episodes per generate() call and per no-grad rollout forward (TRL's local_rollout_forward_batch_size)
+    rollout_batch_size: int = 64
     ppo_epochs: int = 4
     learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
     value_learning_rate: float = 1.41e-5
