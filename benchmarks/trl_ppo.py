@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -23,6 +24,9 @@ from transformers import (
     BitsAndBytesConfig,
 )
 from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this venv has trl, not mindprint
+from mindprint.hostmem import peak_rss_gib  # noqa: E402  (standard library only)
 
 
 def reward_kwargs(s: dict, dtype: torch.dtype) -> dict:
@@ -48,15 +52,6 @@ class GcTimer:
             self._start = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._start
-
-
-def peak_rss_gib() -> float | None:
-    """Peak resident memory (VmHWM), as mindprint.report measures it for mindprint's runs (this venv lacks mindprint)."""
-    try:
-        lines = open("/proc/self/status").read().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) / 2**20 for line in lines if line.startswith("VmHWM:")), None)
 
 
 def main() -> None:

@@ -48,12 +48,11 @@ def trl_batching(batch: int, mini: int, micro: int) -> dict:
     accumulation. Otherwise TRL keeps the micro-batch but steps once per epoch, over the whole batch.
     """
     if micro == mini:
-        per_device, accumulation = batch, 1
+        per_device, accumulation, steps = batch, 1, batch // mini
     else:
-        per_device, accumulation = micro, batch // micro
+        per_device, accumulation, steps = micro, batch // micro, 1
     return {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": accumulation,
-            "num_mini_batches": batch // mini,
-            "optimizer_steps_per_epoch": batch // mini if micro == mini else 1}
+            "num_mini_batches": batch // mini, "optimizer_steps_per_epoch": steps}
 
 
 def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:

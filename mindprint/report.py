@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from peft.tuners.lora import LoraLayer
 from rich.console import Console
@@ -126,20 +125,6 @@ def summarise(history: list[dict], wall_s: float, episodes: int) -> dict[str, fl
         out["eval/scores"] = history[-1]["eval/scores"]
         out["eval/kl"] = history[-1]["eval/kl"]
     return out
-
-
-def peak_rss_gib() -> float | None:
-    """This process's peak resident memory (VmHWM, Linux): host RAM, whatever the device; None elsewhere.
-
-    Not getrusage's ru_maxrss: that keeps the high-water mark of the image before exec, so a child
-    started from a big parent would report the parent's size.
-    """
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return None if kib is None else kib / 2**20
 
 
 def print_summary(summary: dict[str, float], console: Console | None = None) -> None:

@@ -26,7 +26,8 @@ from mindprint.data import load_prompts
 from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
 from mindprint.errors import TrainingStopped, one_line
 from mindprint.models import build_models, pick_device, use_tf32
-from mindprint.report import count_parameters, lora_formula, peak_rss_gib, print_models, print_summary, summarise
+from mindprint.hostmem import peak_rss_gib
+from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.signals import Interrupted
 from mindprint.sweep import is_multirun, record_failure, run_identity

@@ -60,7 +60,7 @@ def test_cpu_bench_prints_both_ratios(capsys):
 
 def test_peak_host_memory_counts_what_the_process_allocates():
     """Peak host memory (the run summary's and the bench's `peak_rss_gib`) rises by what the process allocates."""
-    code = ("from mindprint.report import peak_rss_gib; a = peak_rss_gib(); "
+    code = ("from mindprint.hostmem import peak_rss_gib; a = peak_rss_gib(); "
             "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(a, peak_rss_gib())")
     before, after = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True).stdout.split())

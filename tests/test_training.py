@@ -166,22 +166,21 @@ GOLDEN = {  # first two iterations of small_trainer() on CPU, seed 0 (regenerate
 }
 
 
-def test_golden_first_iterations(tmp_path, tiny):
-    history = small_trainer(tmp_path).train(progress=False)
+def assert_golden(history: list[dict]) -> None:
     for it, expected in GOLDEN.items():
-        got = {k: history[it - 1][k] for k in expected}
         for k, v in expected.items():
-            assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
+            assert history[it - 1][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
+
+
+def test_golden_first_iterations(tmp_path, tiny):
+    assert_golden(small_trainer(tmp_path).train(progress=False))
 
 
 def test_gradient_checkpointing_keeps_the_numbers(tmp_path, tiny, recwarn):
     trainer = small_trainer(tmp_path, "model.gradient_checkpointing=true")
     assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]  # renamed in transformers 5
     assert trainer.models.policy.is_gradient_checkpointing and trainer.models.value.is_gradient_checkpointing
-    history = trainer.train(progress=False)
-    for it, expected in GOLDEN.items():
-        for k, v in expected.items():
-            assert history[it - 1][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (it, k)
+    assert_golden(trainer.train(progress=False))
 
 
 def test_same_seed_same_metrics(tmp_path, tiny):
