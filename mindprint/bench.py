@@ -21,7 +21,7 @@ import transformers
 from rich.console import Console
 from rich.table import Table
 
-from mindprint.bench_gpu import PRECISIONS, bench_gpu
+from mindprint.bench_gpu import KV_CACHES, PRECISIONS, bench_gpu
 from mindprint.bench_run import REPO, run_mindprint, run_trl, trl_setup
 from mindprint.run import compose
 from mindprint.tiny import ensure_tiny
@@ -90,20 +90,21 @@ def print_cpu(result: dict, console: Console) -> None:
 def print_gpu(result: dict, console: Console) -> None:
     table = Table(title=f"PPO at {result['shapes']} shapes on {result['device']}: baseline settings, "
                         f"{result['prompt_tokens']}-token prompts, {result['steps']} iterations")
-    for col in ("reward model", "trainer", "episodes/s", "peak GiB", "phases", "vs TRL"):
+    for col in ("reward model", "trainer", "episodes/s", "generate s/iter", "peak GiB", "phases", "vs TRL"):
         table.add_column(col)
-    for precision, row in result["results"].items():
+    for name, row in result["results"].items():
         for trainer in ("mindprint", "trl"):
             r = row.get(trainer)
             if r is None:
                 continue
             if "error" in r:
-                table.add_row(precision, trainer, "failed", "", r["error"][:80], "")
+                table.add_row(name, trainer, "failed", "", "", r["error"][:80], "")
                 continue
             phases = ", ".join(f"{p[:3]} {v:.0%}" for p, v in r.get("phases", {}).items())
+            generate = f"{r['generate_s']:.2f}" if "generate_s" in r else "n/a"
             peak = f"{r['peak_mem_gib']:.1f}" if "peak_mem_gib" in r else "n/a"
             ratio = f"{row['ratio']:.2f}×" if trainer == "mindprint" and "ratio" in row else ""
-            table.add_row(precision, trainer, f"{r['episodes_per_s']:.2f}", peak, phases, ratio)
+            table.add_row(name, trainer, f"{r['episodes_per_s']:.2f}", generate, peak, phases, ratio)
     console.print(table)
 
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3, help="cpu: repetitions of each trainer")
     parser.add_argument("--shapes", choices=["real", "small"], default="real", help="gpu: model shapes")
     parser.add_argument("--precisions", default="8bit,4bit,bf16", help="gpu: reward-model precisions, comma-separated")
+    parser.add_argument("--kv-cache", default="dynamic,static",
+                        help="gpu: mindprint's ppo.kv_cache values to run each precision with, comma-separated")
     parser.add_argument("--steps", type=int, default=5, help="gpu: PPO iterations per run")
     parser.add_argument("--prompt-tokens", type=int, default=512, help="gpu: tokens per prompt")
     parser.add_argument("--device", default="cuda", help="gpu: where the models run")
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # the runs start in the repository root
-    precisions = args.precisions.split(",")
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        parser.exit(2, f"error: --precisions={bad[0]!r} is not allowed: expected some of {', '.join(PRECISIONS)}\n")
+    precisions, kv_caches = args.precisions.split(","), args.kv_cache.split(",")
+    for option, values, allowed in (("precisions", precisions, PRECISIONS), ("kv-cache", kv_caches, KV_CACHES)):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            parser.exit(2, f"error: --{option}={bad[0]!r} is not allowed: expected some of {', '.join(allowed)}\n")
     trl_python = None if args.target == "gpu" and args.no_trl else args.trl_python
     if trl_python is not None and not trl_python.exists():
         parser.exit(2, f"error: --trl-python={str(trl_python)!r} does not exist: run `make bench`, which builds it "
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         print_cpu(bench_cpu(args.reps, trl_python, args.out), console)
         print(f"written: {args.out / 'cpu_tiny.json'}")
     else:
-        result = bench_gpu(args.shapes, precisions, args.steps, args.device, args.prompt_tokens, trl_python, args.out)
+        result = bench_gpu(args.shapes, precisions, kv_caches, args.steps, args.device, args.prompt_tokens, trl_python,
+                           args.out)
         print_gpu(result, console)
         print(f"written: {args.out / f'gpu_{args.shapes}.json'}")
 

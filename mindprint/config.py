@@ -83,6 +83,10 @@ class PPOConfig:
     micro_batch_size: int = 8  # episodes per forward/backward (gradient accumulation inside a minibatch)
     # episodes per generate() call and per no-grad rollout forward (TRL's local_rollout_forward_batch_size)
     rollout_batch_size: int = 64
+    # static: a KV cache of fixed size (data.max_prompt_length + response_length), whose decoding step
+    # transformers compiles on a GPU (torch.compile with CUDA graphs: no per-kernel launch cost, which
+    # bounds a small model's decoding). The first rollout pays the compile; one GPU, DDP or ZeRO-1/2.
+    kv_cache: str = "dynamic"
     ppo_epochs: int = 4
     learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
     value_learning_rate: float = 1.41e-5
@@ -133,6 +137,7 @@ class PPOConfig:
         _require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "a number > 0")
         _require(self.init_kl_coef >= 0, "ppo.init_kl_coef", self.init_kl_coef, "a number >= 0")
         _require(self.target_kl > 0, "ppo.target_kl", self.target_kl, "a number > 0")
+        _require(self.kv_cache in ("dynamic", "static"), "ppo.kv_cache", self.kv_cache, "dynamic or static")
         _require(self.kl_estimator in ("k1", "k3"), "ppo.kl_estimator", self.kl_estimator, "k1 or k3")
         _require(0 <= self.gamma <= 1, "ppo.gamma", self.gamma, "a number in [0, 1]")
         _require(0 <= self.lam <= 1, "ppo.lam", self.lam, "a number in [0, 1]")

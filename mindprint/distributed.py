@@ -61,6 +61,9 @@ def configure_deepspeed(accelerator: Accelerator, p: PPOConfig) -> None:
             f"ppo.mini_batch_size={p.mini_batch_size} (one backward per optimizer step; save memory with "
             f"ZeRO-3 or model.gradient_checkpointing=true instead)"
         )
+    if stage == 3 and p.kv_cache == "static":
+        raise ConfigError("ppo.kv_cache='static' is not allowed under ZeRO-3: expected 'dynamic' (each rollout gathers "
+                          "the sharded weights anew, so a compiled decoding step cannot keep them)")
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     ds["train_micro_batch_size_per_gpu"] = p.micro_batch_size
     ds["gradient_accumulation_steps"] = 1

@@ -182,6 +182,12 @@ class PPOTrainer:
         queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         # Plain temperature sampling: no top-k/top-p, so the old log-probs are the sampling distribution's.
         sampling = dict(temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+        # One cache length for every call (prompts are at most data.max_prompt_length tokens), so the compiled
+        # decoding step is compiled once, not again for each batch's longest prompt.
+        cache = {}
+        if self.p.kv_cache == "static":
+            cache = dict(cache_implementation="static",
+                         max_cache_len=self.cfg.data.max_prompt_length + self.p.response_length)
         # In chunks of rollout_batch_size, as TRL's local_rollout_forward_batch_size: the KV cache and the
         # prefill's activations scale with the chunk, so a smaller one trades speed for memory.
         chunks = []
@@ -196,6 +202,7 @@ class PPOTrainer:
                     eos_token_id=self.models.stop_ids,
                     pad_token_id=tok.pad_token_id,
                     **sampling,
+                    **cache,
                 )
                 chunks.append(out[:, ids.shape[1] :])
         # a chunk whose rows all stopped early comes back shorter: padding after the stop is masked anyway

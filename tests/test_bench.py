@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+import yaml
 from rich.console import Console
 from transformers import AutoConfig, AutoTokenizer
 
@@ -84,9 +86,13 @@ def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
                    "--precisions", "8bit", "--no-trl", "--out", str(tmp_path / "bench"), module="mindprint.bench")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "bench" / "gpu_small.json").read_text())
-    run = result["results"]["8bit"]["mindprint"]
-    assert run["episodes_per_s"] > 0
-    assert abs(sum(run["phases"].values()) - 1) < 1e-6
+    assert list(result["results"]) == ["8bit", "8bit+static"]  # each precision with both KV caches by default
+    for row in result["results"].values():
+        run = row["mindprint"]
+        assert run["episodes_per_s"] > 0 and run["generate_s"] > 0
+        assert abs(sum(run["phases"].values()) - 1) < 1e-6
+    static = yaml.safe_load((tmp_path / "bench" / "runs" / "gpu-small-8bit+static" / ".hydra" / "config.yaml").read_text())
+    assert static["ppo"]["kv_cache"] == "static"
     assert result["setup"]["batch_size"] == 64 and result["setup"]["response_length"] == 53  # the baseline's
     policy = tmp_path / "random" / "v1" / "policy-small"
     assert len(AutoTokenizer.from_pretrained(policy)) == AutoConfig.from_pretrained(policy).vocab_size
@@ -95,10 +101,12 @@ def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
     assert len(prompts) == 256 and 30 <= min(lengths) and max(lengths) <= 48
 
 
-def test_gpu_bench_refuses_an_unknown_precision(tmp_path):
-    proc = run_cli("gpu", "--precisions", "8bit,3bit", "--no-trl", "--out", str(tmp_path), module="mindprint.bench")
+@pytest.mark.parametrize("option, value, expected", [
+    ("--precisions", "8bit,3bit", "error: --precisions='3bit' is not allowed: expected some of 8bit, 4bit, bf16"),
+    ("--kv-cache", "static,paged", "error: --kv-cache='paged' is not allowed: expected some of dynamic, static"),
+])
+def test_gpu_bench_refuses_an_unknown_precision_or_cache(tmp_path, option, value, expected):
+    proc = run_cli("gpu", option, value, "--no-trl", "--out", str(tmp_path), module="mindprint.bench")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: --precisions='3bit' is not allowed: expected some of 8bit, 4bit, bf16"
-    )
+    assert proc.stderr.strip().splitlines()[-1] == expected
     assert not any(tmp_path.iterdir())

@@ -61,6 +61,7 @@ def test_lora_value_checks(kwargs, key):
         (["ppo.batch_size=10", "ppo.mini_batch_size=4"], "ppo.mini_batch_size"),
         (["ppo.mini_batch_size=16", "ppo.micro_batch_size=5"], "ppo.micro_batch_size"),
         (["ppo.kl_estimator=k2"], "ppo.kl_estimator"),
+        (["ppo.kv_cache=paged"], "ppo.kv_cache"),
         (["reward.quantization=3bit"], "reward.quantization"),
     ],
 )

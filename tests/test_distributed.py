@@ -141,6 +141,11 @@ def test_deepspeed_refusals_are_one_line(tmp_path, tiny):
         "error: ppo.micro_batch_size=2 is not allowed under DeepSpeed: expected ppo.mini_batch_size=4 (one backward "
         "per optimizer step; save memory with ZeRO-3 or model.gradient_checkpointing=true instead)")
     assert not run_dir.exists()  # nothing half-written
+    proc = deepspeed(zero3_sharding_everything(tmp_path), "ppo.kv_cache=static", f"hydra.run.dir={run_dir}", check=False)
+    assert one_error_line(proc) == (
+        "error: ppo.kv_cache='static' is not allowed under ZeRO-3: expected 'dynamic' (each rollout gathers the "
+        "sharded weights anew, so a compiled decoding step cannot keep them)")
+    assert not run_dir.exists()
     # a ZeRO-2 checkpoint holds sharded optimizer state: resuming it under DDP is refused by name
     deepspeed(zero2, "ppo.steps=2", f"hydra.run.dir={run_dir}")
     proc = subprocess.run(

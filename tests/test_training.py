@@ -146,6 +146,37 @@ def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
     assert min(lengths) < 40 == max(lengths)  # some one-row chunks stopped early, others ran to the limit
 
 
+def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weights(tmp_path, tiny):
+    """ppo.kv_cache=static: transformers compiles the decoding step (on GPUs; here forced onto the CPU), which
+    must give the tokens the eager loop gives, stay one graph across prompt lengths, and see weight updates."""
+    from torch._dynamo.utils import counters
+    from transformers.generation import CompileConfig
+
+    eager, static = small_trainer(tmp_path / "a"), small_trainer(tmp_path / "b", "ppo.kv_cache=static")
+    compile_config = CompileConfig()
+    compile_config._compile_all_devices = True  # transformers' switch for compiling off-GPU, meant for tests
+    static.policy.generation_config.compile_config = compile_config
+    graphs = counters["stats"]["unique_graphs"]
+    widths, before = set(), None
+    for it in range(3):
+        prompts = eager.sampler.batch(it, 8)
+        queries, _, expected, expected_mask = eager.generate(prompts, temperature=0.0)
+        _, _, responses, mask = static.generate(prompts, temperature=0.0)
+        assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
+        widths.add(queries.shape[1])
+        before = responses if before is None else before
+    assert len(widths) > 1 and counters["stats"]["unique_graphs"] == graphs + 1  # compiled once
+    # The optimizer updates the weights in place: the compiled step must read them, not a copy taken at compile.
+    with torch.no_grad():
+        for trainer in (eager, static):
+            gen = torch.Generator().manual_seed(0)
+            for p in trainer.policy_params:
+                p.add_(torch.randn(p.shape, generator=gen))
+    prompts = eager.sampler.batch(0, 8)
+    after = static.generate(prompts, temperature=0.0)[2]
+    assert torch.equal(after, eager.generate(prompts, temperature=0.0)[2]) and not torch.equal(after, before)
+
+
 def test_masks_and_missing_eos_penalty(tmp_path, tiny):
     trainer = small_trainer(tmp_path, "ppo.missing_eos_penalty=-3.0")
     r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
