@@ -83,9 +83,10 @@ class PPOConfig:
     micro_batch_size: int = 8  # episodes per forward/backward (gradient accumulation inside a minibatch)
     # episodes per generate() call and per no-grad rollout forward (TRL's local_rollout_forward_batch_size)
     rollout_batch_size: int = 64
-    # static: a KV cache of fixed size (data.max_prompt_length + response_length), whose decoding step
-    # transformers compiles on a GPU (torch.compile with CUDA graphs: no per-kernel launch cost, which
-    # bounds a small model's decoding). The first rollout pays the compile; one GPU, DDP or ZeRO-1/2.
+    # static: a KV cache of fixed size (data.max_prompt_length + response_length, so keep that near the longest
+    # prompt: every decoding step attends over all of it), whose decoding step transformers compiles on a GPU
+    # (torch.compile with CUDA graphs: no per-kernel launch cost, which bounds a small model's decoding).
+    # The first rollout pays the compile; one GPU, DDP or ZeRO-1/2.
     kv_cache: str = "dynamic"
     ppo_epochs: int = 4
     learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
