@@ -21,8 +21,9 @@ import transformers
 from rich.console import Console
 from rich.table import Table
 
-from mindprint.bench_gpu import KV_CACHES, PRECISIONS, bench_gpu
+from mindprint.bench_gpu import PRECISIONS, bench_gpu
 from mindprint.bench_run import REPO, run_mindprint, run_trl, trl_setup
+from mindprint.config import KV_CACHES
 from mindprint.run import compose
 from mindprint.tiny import ensure_tiny
 

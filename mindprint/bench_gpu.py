@@ -29,7 +29,6 @@ from mindprint.shapes import QWEN3_0_6B, QWEN3_8B, SMALL, build_random
 
 SHAPES = {"real": {"policy": QWEN3_0_6B, "reward": QWEN3_8B}, "small": {"policy": SMALL, "reward": SMALL}}
 PRECISIONS = {"8bit": "8bit", "4bit": "4bit", "bf16": "none"}  # reward-model precision → reward.quantization
-KV_CACHES = ("dynamic", "static")  # ppo.kv_cache
 
 
 def random_root() -> Path:

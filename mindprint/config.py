@@ -27,6 +27,7 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 QUANTIZATIONS = ("8bit", "4bit", "none")
+KV_CACHES = ("dynamic", "static")  # ppo.kv_cache
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -138,7 +139,7 @@ class PPOConfig:
         _require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "a number > 0")
         _require(self.init_kl_coef >= 0, "ppo.init_kl_coef", self.init_kl_coef, "a number >= 0")
         _require(self.target_kl > 0, "ppo.target_kl", self.target_kl, "a number > 0")
-        _require(self.kv_cache in ("dynamic", "static"), "ppo.kv_cache", self.kv_cache, "dynamic or static")
+        _require(self.kv_cache in KV_CACHES, "ppo.kv_cache", self.kv_cache, " or ".join(KV_CACHES))
         _require(self.kl_estimator in ("k1", "k3"), "ppo.kl_estimator", self.kl_estimator, "k1 or k3")
         _require(0 <= self.gamma <= 1, "ppo.gamma", self.gamma, "a number in [0, 1]")
         _require(0 <= self.lam <= 1, "ppo.lam", self.lam, "a number in [0, 1]")

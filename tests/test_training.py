@@ -157,14 +157,15 @@ def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weight
     compile_config._compile_all_devices = True  # transformers' switch for compiling off-GPU, meant for tests
     static.policy.generation_config.compile_config = compile_config
     graphs = counters["stats"]["unique_graphs"]
-    widths, before = set(), None
+    widths = set()
     for it in range(3):
         prompts = eager.sampler.batch(it, 8)
         queries, _, expected, expected_mask = eager.generate(prompts, temperature=0.0)
         _, _, responses, mask = static.generate(prompts, temperature=0.0)
         assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
         widths.add(queries.shape[1])
-        before = responses if before is None else before
+        if it == 0:
+            before = responses
     assert len(widths) > 1 and counters["stats"]["unique_graphs"] == graphs + 1  # compiled once
     # The optimizer updates the weights in place: the compiled step must read them, not a copy taken at compile.
     with torch.no_grad():
