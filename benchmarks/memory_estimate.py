@@ -171,7 +171,7 @@ def measure(model_dir: str, prompts: Path, variant: str, full_update: bool = Fal
     from mindprint.data import load_prompts
     from mindprint.models import build_models
     from mindprint.rewards import build_scorer
-    from mindprint.run import compose
+    from mindprint.cli import compose
     from mindprint.trainer import PPOTrainer
 
     torch.manual_seed(0)
@@ -363,9 +363,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.measure:
-        from mindprint.run import quiet_libraries
+        from mindprint.console import hide_progress_bars
 
-        quiet_libraries()
+        hide_progress_bars()
         variant, model_dir, prompts = args.measure
         print(json.dumps(measure(model_dir, Path(prompts), variant, args.full_update)))
         return

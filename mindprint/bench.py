@@ -24,7 +24,7 @@ from rich.table import Table
 from mindprint.bench_gpu import PRECISIONS, bench_gpu
 from mindprint.bench_run import REPO, run_mindprint, run_trl, trl_setup
 from mindprint.config import KV_CACHES
-from mindprint.run import compose
+from mindprint.cli import compose
 from mindprint.tiny import ensure_tiny
 
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

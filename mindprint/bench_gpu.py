@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from mindprint.bench_run import run_mindprint, run_trl, trl_setup
 from mindprint.config import asset_path
-from mindprint.run import compose
+from mindprint.cli import compose
 from mindprint.shapes import QWEN3_0_6B, QWEN3_8B, SMALL, build_random
 
 SHAPES = {"real": {"policy": QWEN3_0_6B, "reward": QWEN3_8B}, "small": {"policy": SMALL, "reward": SMALL}}

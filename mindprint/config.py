@@ -29,6 +29,9 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 QUANTIZATIONS = ("8bit", "4bit", "none")
 KV_CACHES = ("dynamic", "static")  # ppo.kv_cache
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# transformers.get_scheduler names that need nothing beyond the step count: the loop steps the schedule once per
+# iteration, with no metric (reduce_lr_on_plateau, greedy) and no extra arguments (*_with_min_lr, warmup_stable_decay)
+LR_SCHEDULERS = ("constant", "linear", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 
 
 @dataclass
@@ -92,7 +95,10 @@ class PPOConfig:
     ppo_epochs: int = 4
     learning_rate: float = 1.41e-5  # policy (LoRA) learning rate, seed 000
     value_learning_rate: float = 1.41e-5
-    lr_scheduler: str = "constant"  # any transformers.get_scheduler name
+    lr_scheduler: str = "constant"  # one of LR_SCHEDULERS (transformers.get_scheduler), stepped once per iteration
+    # AdamW's decoupled weight decay, on every trained tensor: the policy's LoRA and the value model
+    # (its whole weights, or its LoRA and head with lora.value_rank > 0). 0 as in TRL and HF Trainer.
+    weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     init_kl_coef: float = 0.2  # β at the start (seed 000)
     adaptive_kl: bool = True  # Ziegler et al.'s controller; False keeps β = init_kl_coef
@@ -137,6 +143,9 @@ class PPOConfig:
         _require(self.learning_rate > 0, "ppo.learning_rate", self.learning_rate, "a number > 0")
         _require(self.value_learning_rate > 0, "ppo.value_learning_rate", self.value_learning_rate, "a number > 0")
         _require(self.max_grad_norm > 0, "ppo.max_grad_norm", self.max_grad_norm, "a number > 0")
+        _require(self.lr_scheduler in LR_SCHEDULERS, "ppo.lr_scheduler", self.lr_scheduler,
+                 f"one of {', '.join(LR_SCHEDULERS)}")
+        _require(self.weight_decay >= 0, "ppo.weight_decay", self.weight_decay, "a number >= 0")
         _require(self.init_kl_coef >= 0, "ppo.init_kl_coef", self.init_kl_coef, "a number >= 0")
         _require(self.target_kl > 0, "ppo.target_kl", self.target_kl, "a number > 0")
         _require(self.kv_cache in KV_CACHES, "ppo.kv_cache", self.kv_cache, " or ".join(KV_CACHES))

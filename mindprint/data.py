@@ -42,11 +42,18 @@ def load_table(key: str, name: str, split: str) -> datasets.Dataset:
                 raise ConfigError(f"{key}={name!r} is not allowed: no such file")
             if suffix not in LOCAL_BUILDERS:
                 raise ConfigError(f"{key}={name!r} is not allowed: expected a file ending in {', '.join(LOCAL_BUILDERS)}")
-            return datasets.load_dataset(LOCAL_BUILDERS[suffix], data_files=path, split="train")
+            if os.path.getsize(path) == 0:
+                raise ConfigError(f"{key}={name!r} is not allowed: the file is empty")
+            table = datasets.load_dataset(LOCAL_BUILDERS[suffix], data_files=path, split="train")
+            if len(table) == 0:
+                raise ConfigError(f"{key}={name!r} is not allowed: the file holds no rows")
+            return table
         return datasets.load_dataset(name, split=split)
     except ConfigError:
         raise
     except Exception as err:  # datasets raises many types for unreadable input
+        if "corresponds to no data" in str(err):  # datasets' words for a file that parsed to no rows
+            raise ConfigError(f"{key}={name!r} is not allowed: the file holds no rows") from None
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{key}={name!r} could not be loaded: {reason}") from None
 

@@ -23,6 +23,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BitsAndBytesConfig,
+    GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -98,15 +99,22 @@ def load_tokenizer(key: str, name: str, padding_side: str) -> PreTrainedTokenize
     return tok
 
 
+DROPOUT_RATES = ("attention_dropout", "hidden_dropout", "dropout")
+
+
 def disable_dropout(model: nn.Module) -> None:
-    """PPO's ratio must be exactly 1 before an update: zero every dropout, module or config value."""
+    """PPO's ratio must be exactly 1 before an update: zero every dropout rate, in modules and configs.
+
+    Modules copy their rate when they are built (Qwen3Attention keeps `attention_dropout` and applies it in
+    train mode), so the rate is zeroed on every module that holds one, not only in the config.
+    """
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-        cfg = getattr(module, "config", None)
-        for attr in ("attention_dropout", "hidden_dropout", "dropout"):
-            if cfg is not None and isinstance(getattr(cfg, attr, None), float):
-                setattr(cfg, attr, 0.0)
+        for holder in (module, getattr(module, "config", None)):
+            for attr in DROPOUT_RATES:
+                if holder is not None and isinstance(getattr(holder, attr, None), float):
+                    setattr(holder, attr, 0.0)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -122,6 +130,18 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def own_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Replace the checkpoint's generation config by one holding only its stop ids and our pad id.
+
+    generate() fills every field it is not given from the model's generation config, so a checkpoint's
+    temperature, top_k, repetition_penalty or no_repeat_ngram_size (Qwen3-0.6B ships the first three)
+    would reshape what is sampled while the PPO ratio and the KL are computed from the plain logits.
+    The trainer passes its sampling settings on every call (PPOTrainer.generation_config).
+    """
+    model.generation_config = GenerationConfig(eos_token_id=stop_token_ids(model, tokenizer),
+                                               pad_token_id=tokenizer.pad_token_id)
 
 
 def _match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -176,6 +196,7 @@ def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -
     base = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
     _match_vocab(base, tokenizer)
     disable_dropout(base)
+    own_generation_config(base, tokenizer)
     policy = apply_lora(base, lora, lora.rank, "CAUSAL_LM", "lora.target_modules")
     if cfg.gradient_checkpointing:
         checkpoint_activations(policy)
@@ -197,11 +218,19 @@ def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) ->
     return trainable_in_fp32(value)
 
 
-def build_reference(cfg: ModelConfig, tokenizer, device, dtype) -> Optional[PreTrainedModel]:
+def build_reference(cfg: ModelConfig, policy: peft.PeftModel, tokenizer, device, dtype) -> Optional[PreTrainedModel]:
+    """None for the policy with its adapter disabled, or a frozen copy of the policy's base model."""
     if cfg.reference == "adapter_disabled":
         return None
     ref = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
+    resized = len(tokenizer) > ref.get_input_embeddings().num_embeddings
     _match_vocab(ref, tokenizer)
+    if resized:  # rows added for a new pad token are random: take the policy's, so the copy is the initial policy
+        base = policy.get_base_model()
+        with torch.no_grad():
+            ref.get_input_embeddings().weight.copy_(base.get_input_embeddings().weight)
+            if not ref.config.tie_word_embeddings:
+                ref.get_output_embeddings().weight.copy_(base.get_output_embeddings().weight)
     disable_dropout(ref)
     return freeze(ref)
 
@@ -223,6 +252,9 @@ def build_reward(cfg: RewardConfig, device, dtype) -> tuple[PreTrainedModel, Pre
             f"reward.name={cfg.name!r} is not allowed: it is a {archs[0]}, expected a sequence classifier "
             "(AutoModelForSequenceClassification)"
         )
+    if config.num_labels != 1:  # a reward is one logit; a classifier's first class would be read silently
+        raise ConfigError(f"reward.name={cfg.name!r} is not allowed: it has {config.num_labels} labels, expected a "
+                          "reward model with one (num_labels=1)")
     tokenizer = load_tokenizer("reward.name", cfg.name, padding_side="right")
     tokenizer.truncation_side = "left"  # keep the response, which sits at the end of the conversation
     quant = quantization_config(cfg.quantization, dtype)
@@ -243,7 +275,7 @@ def build_models(cfg: RunConfig, device: torch.device) -> Models:
     tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="left")
     policy = build_policy(cfg.model, cfg.lora, tokenizer, device, dtype)
     value = build_value(cfg.model, cfg.lora, tokenizer, device, dtype)
-    reference = build_reference(cfg.model, tokenizer, device, dtype)
+    reference = build_reference(cfg.model, policy, tokenizer, device, dtype)
     reward, reward_tokenizer = (None, None)
     if cfg.reward.name is not None:
         reward, reward_tokenizer = build_reward(cfg.reward, device, pick_dtype(cfg.reward.dtype, device))

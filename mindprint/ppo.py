@@ -2,12 +2,23 @@
 
 Shapes: B episodes × T response tokens. `mask` is 1.0 on real response tokens (up to and
 including the first stop token) and 0.0 on padding; every mean here is over real tokens only.
+
+Where a statistic must cover the rows of every process (whitening, loss normalisers), the
+function takes `sum_all`: a function summing a tensor over processes (the identity on one).
 """
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
+
+SumAll = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _local(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -17,16 +28,18 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance over real tokens: Σ m·(x − μ)² / (Σ m − 1)."""
-    mean = masked_mean(x, mask)
-    n = mask.sum()
-    return ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, sum_all: SumAll = _local
+) -> torch.Tensor:
+    """(x − μ)/√(σ² + 1e-8) over real tokens; with shift_mean=False the mean is added back (reward whitening).
 
-
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x − μ)/√(σ² + 1e-8) over real tokens; with shift_mean=False the mean is added back (reward whitening)."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    μ = Σ x·m / Σ m and σ² = Σ m·(x − μ)² / (Σ m − 1), each sum over the real tokens of every process
+    (`sum_all`), as OpenRLHF normalises advantages: the statistics do not depend on how many processes
+    the batch is split over.
+    """
+    total, n = sum_all(torch.stack([(x * mask).sum(), mask.sum()]))
+    mean = total / n.clamp(min=1)
+    var = sum_all(((x - mean) ** 2 * mask).sum()) / (n - 1).clamp(min=1)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -112,24 +125,37 @@ def gae(
     return advantages, returns
 
 
+def token_sum_over(x: torch.Tensor, mask: torch.Tensor, normaliser: Optional[torch.Tensor]) -> torch.Tensor:
+    """Σ_t x_t·m_t / N, N = `normaliser`, or this batch's real tokens Σ m when None (a token mean).
+
+    The update passes N = the real tokens of the whole minibatch over all processes, so a micro-batch's
+    loss is its share of the minibatch's token mean, and splitting a minibatch into micro-batches or over
+    processes only accumulates the same gradient (OpenRLHF's normalisation). A token mean per micro-batch
+    instead (TRL 1.12) weighs a token by how many real tokens its micro-batch happens to hold.
+    """
+    n = mask.sum() if normaliser is None else normaliser
+    return (x * mask).sum() / torch.as_tensor(n, dtype=x.dtype, device=x.device).clamp(min=1)
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    normaliser: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate, as a loss to minimise.
+    """Clipped surrogate, as a loss to minimise (Schulman et al. 2017, eq. 7).
 
     ρ_t = exp(log π_θ(a_t) − log π_old(a_t))
-    L = mean_t max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1 − ε, 1 + ε))
+    L = Σ_t max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1 − ε, 1 + ε)) / N   (N: see `token_sum_over`)
     clipfrac = mean_t [clipped term > unclipped term];  approxkl = mean_t ½(log ρ_t)²
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    loss = token_sum_over(torch.max(unclipped, clipped), mask, normaliser)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),
@@ -145,16 +171,18 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
+    normaliser: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss.
 
     V_clip = V_old + clip(V − V_old, −ε_v, ε_v)
-    L = ½·mean_t max((V − R)², (V_clip − R)²);  clipfrac = mean_t [(V_clip − R)² > (V − R)²]
+    L = ½·Σ_t max((V − R)², (V_clip − R)²) / N   (N: see `token_sum_over`)
+    clipfrac = mean_t [(V_clip − R)² > (V − R)²]
     """
     clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_sq = (values - returns) ** 2
     clipped_sq = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.max(unclipped_sq, clipped_sq), mask)
+    loss = 0.5 * token_sum_over(torch.max(unclipped_sq, clipped_sq), mask, normaliser)
     with torch.no_grad():
         stats = {"clipfrac": masked_mean((clipped_sq > unclipped_sq).float(), mask)}
     return loss, stats

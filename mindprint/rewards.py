@@ -8,6 +8,7 @@ A rule scorer is any Python callable `module:function` with the same signature.
 from __future__ import annotations
 
 import importlib
+import numbers
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -48,13 +49,35 @@ class RewardModelScorer:
 
 
 class RuleScorer:
-    """Wraps a plain function `f(prompts, responses) -> list[float]`."""
+    """Wraps a plain function `f(prompts, responses) -> list[float]`, one real number per response.
 
-    def __init__(self, fn: Callable[[Sequence[str], Sequence[str]], Sequence[float]]):
-        self.fn = fn
+    What it returns is checked, since a wrong length would otherwise broadcast silently: a mistake in the rule
+    is a one-line ConfigError naming it. NaN is a number: that update is skipped, as for a reward model's NaN.
+    """
+
+    def __init__(self, spec: str, fn: Callable[[Sequence[str], Sequence[str]], Sequence[float]]):
+        self.spec, self.fn = spec, fn
+
+    def refuse(self, why: str) -> ConfigError:
+        return ConfigError(f"reward.rule={self.spec!r} is not allowed: {why}")
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([float(s) for s in self.fn(prompts, responses)], dtype=torch.float32)
+        try:
+            scores = self.fn(prompts, responses)
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise self.refuse(f"it raised {type(err).__name__}" + (f": {reason}" if reason else "")) from None
+        if hasattr(scores, "tolist"):  # a numpy array or a tensor
+            scores = scores.tolist()
+        if not isinstance(scores, (list, tuple)):
+            raise self.refuse(f"it returned a {type(scores).__name__}, expected a list of {len(responses)} numbers")
+        if len(scores) != len(responses):
+            raise self.refuse(f"it returned {len(scores)} scores for {len(responses)} responses (expected one each)")
+        for score in scores:
+            if isinstance(score, bool) or not isinstance(score, numbers.Real):
+                raise self.refuse(f"it returned {score!r} ({type(score).__name__}), expected a real number per "
+                                  "response")
+        return torch.tensor([float(s) for s in scores], dtype=torch.float32)
 
 
 def load_rule(spec: str) -> Callable:
@@ -70,7 +93,7 @@ def load_rule(spec: str) -> Callable:
 
 def build_scorer(cfg: RewardConfig, model, tokenizer) -> Scorer:
     if cfg.rule is not None:
-        return RuleScorer(load_rule(cfg.rule))
+        return RuleScorer(cfg.rule, load_rule(cfg.rule))
     return RewardModelScorer(model, tokenizer, cfg.batch_size, cfg.max_length)
 
 

@@ -26,7 +26,8 @@ from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
 from mindprint.data import load_table
 from mindprint.models import load_tokenizer, pick_device
 from mindprint.rewards import RewardModelScorer
-from mindprint.run import cli, one_line_errors, quiet_libraries
+from mindprint.cli import cli, one_line_errors
+from mindprint.console import hide_progress_bars
 
 config.register()
 COLUMNS = ("chosen", "rejected")
@@ -115,11 +116,11 @@ def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
     return result
 
 
-@hydra.main(config_path="../conf", config_name="train_reward", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train_reward", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> dict:
-    quiet_libraries()
+    hide_progress_bars()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with one_line_errors():
+    with one_line_errors(run_dir):
         return train_reward(OmegaConf.to_object(cfg), run_dir)
 
 

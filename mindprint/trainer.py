@@ -20,7 +20,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import GenerationConfig, get_scheduler
 
 from mindprint import checkpoint, distributed, ppo
 from mindprint.config import ConfigError, RunConfig
@@ -55,7 +55,8 @@ class Rollout:
 
 
 class TokenStats:
-    """Token-weighted averages, so each is over real response tokens however micro-batches fall.
+    """Weighted averages over an update: per-token statistics weighted by their real tokens, so each is over
+    real response tokens however micro-batches fall; losses and gradient norms weighted one per minibatch.
 
     Values are only collected as they come (no tensor work per add: on small models that adds up)
     and weighted, summed and reduced across processes once, at the end.
@@ -153,6 +154,7 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(
             [{"params": self.policy_params, "lr": self.p.learning_rate},
              {"params": self.value_params, "lr": self.p.value_learning_rate}],
+            weight_decay=self.p.weight_decay,  # torch's default (0.01) would be a hidden regulariser
             fused=True,
         )
         # the schedule scales each group's own learning rate
@@ -175,35 +177,38 @@ class PPOTrainer:
 
     # ---------------------------------------------------------------- rollout
 
-    @torch.no_grad()
-    def generate(self, prompts: list[Prompt], temperature: float) -> tuple[torch.Tensor, ...]:
-        tok = self.models.tokenizer
-        enc = tok([p.query for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
-        queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        # Plain temperature sampling: no top-k/top-p, so the old log-probs are the sampling distribution's.
-        sampling = dict(temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+    def generation_config(self, temperature: float) -> GenerationConfig:
+        """What generate() samples with: our settings and nothing else.
+
+        Plain temperature sampling (greedy at 0): no top-k, top-p or other logits processor, so the old
+        log-probs, computed from logits/temperature, are the sampling distribution's. Every field is set
+        here or is neutral in transformers' global defaults: the checkpoint's own generation config was
+        replaced when the policy was built (models.build_policy), so a repetition_penalty or top_k that
+        it ships cannot act.
+        """
+        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
         # One cache length for every call (prompts are at most data.max_prompt_length tokens), so the compiled
         # decoding step is compiled once, not again for each batch's longest prompt.
         cache = {}
         if self.p.kv_cache == "static":
             cache = dict(cache_implementation="static",
                          max_cache_len=self.cfg.data.max_prompt_length + self.p.response_length)
+        return GenerationConfig(max_new_tokens=self.p.response_length, eos_token_id=self.models.stop_ids,
+                                pad_token_id=self.models.tokenizer.pad_token_id, **sampling, **cache)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[Prompt], temperature: float) -> tuple[torch.Tensor, ...]:
+        tok = self.models.tokenizer
+        enc = tok([p.query for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+        queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        generation_config = self.generation_config(temperature)
         # In chunks of rollout_batch_size, as TRL's local_rollout_forward_batch_size: the KV cache and the
         # prefill's activations scale with the chunk, so a smaller one trades speed for memory.
         chunks = []
         with distributed.for_generation(self.accelerator, self.model):
             for rows in _chunks(len(prompts), self.p.rollout_batch_size):
                 ids, ids_mask = drop_shared_padding(queries[rows], query_mask[rows])
-                out = self.policy.generate(
-                    input_ids=ids,
-                    attention_mask=ids_mask,
-                    max_new_tokens=self.p.response_length,
-                    do_sample=temperature > 0,
-                    eos_token_id=self.models.stop_ids,
-                    pad_token_id=tok.pad_token_id,
-                    **sampling,
-                    **cache,
-                )
+                out = self.policy.generate(input_ids=ids, attention_mask=ids_mask, generation_config=generation_config)
                 chunks.append(out[:, ids.shape[1] :])
         # a chunk whose rows all stopped early comes back shorter: padding after the stop is masked anyway
         width = max(c.shape[1] for c in chunks)
@@ -295,13 +300,18 @@ class PPOTrainer:
 
     # ----------------------------------------------------------------- update
 
+    def sum_all(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` summed over all processes (itself on one)."""
+        return self.accelerator.reduce(x, "sum")
+
     def advantages(self, r: Rollout) -> tuple[torch.Tensor, ...]:
+        """Per-token KL, whitened GAE advantages and returns; whitening statistics over every process's rows."""
         kl = ppo.kl_per_token(r.logprobs, r.ref_logprobs, self.p.kl_estimator) * r.mask
         rewards = ppo.token_rewards(r.scores, kl, r.mask, self.kl_coef)
         if self.p.whiten_rewards:
-            rewards = ppo.masked_whiten(rewards, r.mask, shift_mean=False)
+            rewards = ppo.masked_whiten(rewards, r.mask, shift_mean=False, sum_all=self.sum_all)
         adv, returns = ppo.gae(rewards, r.values, r.mask, self.p.gamma, self.p.lam)
-        adv = ppo.masked_whiten(adv, r.mask)
+        adv = ppo.masked_whiten(adv, r.mask, sum_all=self.sum_all)
         return kl, adv, returns
 
     def clip_gradients(self) -> list[torch.Tensor]:
@@ -322,8 +332,46 @@ class PPOTrainer:
         else:
             self.optimizer.step()
 
+    def minibatch_gradients(self, r: Rollout, idx: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor,
+                            n_tokens: torch.Tensor, stats: TokenStats, first: bool) -> bool:
+        """Accumulate the gradient of the minibatch `idx` in micro-batches; False if a loss was NaN/Inf on any
+        process (that micro-batch is never backpropagated).
+
+        Each micro-batch's loss is its token sum over `n_tokens`, the real tokens of the whole minibatch on all
+        processes (`ppo.token_sum_over`), times the process count, which the all-reduce of DDP (or DeepSpeed)
+        averages away. So the accumulated gradient is that of the minibatch's token mean, whatever the
+        micro-batch size or the number of processes, and `loss/*` logs exactly what was differentiated.
+        """
+        scale = self.accelerator.num_processes
+        pg_total = vf_total = torch.zeros((), device=self.device)
+        for micro in _chunks(len(idx), self.p.micro_batch_size):
+            rows = r.rows(idx[micro])
+            mask = rows["mask"]
+            logp, entropy, new_values = self.train_forward(rows)
+            pg_loss, pg = ppo.policy_loss(logp, r.logprobs[idx[micro]], adv[idx[micro]], mask, self.p.cliprange,
+                                          n_tokens)
+            vf_loss, vf = ppo.value_loss(new_values, r.values[idx[micro]], returns[idx[micro]], mask,
+                                         self.p.cliprange_value, n_tokens)
+            loss = (pg_loss + self.p.vf_coef * vf_loss) * scale
+            if not self.everywhere(bool(torch.isfinite(loss))):
+                return False
+            self.accelerator.backward(loss)
+            pg_total, vf_total = pg_total + pg_loss.detach() * scale, vf_total + vf_loss.detach() * scale
+            tokens = mask.sum()
+            stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
+            stats.add("policy/clipfrac_avg", pg["clipfrac"], tokens)
+            stats.add("policy/entropy_avg", ppo.masked_mean(entropy, mask), tokens)
+            stats.add("val/clipfrac_avg", vf["clipfrac"], tokens)
+            stats.add("val/ratio", pg["ratio"], tokens)
+            if first:
+                stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
+        one = torch.ones((), device=self.device)
+        stats.add("loss/policy_avg", pg_total, one)  # averaged over processes and minibatches
+        stats.add("loss/value_avg", vf_total, one)
+        return True
+
     def update(self, r: Rollout, adv: torch.Tensor, returns: torch.Tensor) -> tuple[dict[str, float], bool]:
-        """ppo_epochs passes of minibatches; returns (token-averaged stats, whether any step was skipped).
+        """ppo_epochs passes of minibatches; returns (averaged stats, whether any step was skipped).
 
         A micro-batch whose loss is NaN/Inf (on any process) is never backpropagated, and its minibatch
         takes no optimizer step; nor does one whose gradient norm is NaN/Inf. So no NaN ever reaches the
@@ -337,35 +385,13 @@ class PPOTrainer:
         one = torch.ones((), device=self.device)
         for epoch in range(self.p.ppo_epochs):
             order = torch.randperm(B, generator=self.shuffle_gen).to(self.device)
-            for mb_index, mb in enumerate(_chunks(B, self.p.mini_batch_size)):
-                mb_idx = order[mb]
+            minibatches = [order[mb] for mb in _chunks(B, self.p.mini_batch_size)]
+            # each minibatch's real tokens over all processes, in one collective per epoch
+            n_tokens = self.sum_all(torch.stack([r.mask[idx].sum() for idx in minibatches]))
+            for mb_index, idx in enumerate(minibatches):
                 self.optimizer.zero_grad(set_to_none=True)
-                finite = True
-                for micro in _chunks(len(mb_idx), self.p.micro_batch_size):
-                    idx = mb_idx[micro]
-                    rows = r.rows(idx)
-                    mask = rows["mask"]
-                    logp, entropy, new_values = self.train_forward(rows)
-                    pg_loss, pg = ppo.policy_loss(logp, r.logprobs[idx], adv[idx], mask, self.p.cliprange)
-                    vf_loss, vf = ppo.value_loss(
-                        new_values, r.values[idx], returns[idx], mask, self.p.cliprange_value
-                    )
-                    loss = pg_loss + self.p.vf_coef * vf_loss
-                    finite = self.everywhere(bool(torch.isfinite(loss)))
-                    if not finite:
-                        break
-                    self.accelerator.backward(loss * len(idx) / len(mb_idx))
-                    tokens = mask.sum()
-                    stats.add("policy/approxkl_avg", pg["approxkl"], tokens)
-                    stats.add("policy/clipfrac_avg", pg["clipfrac"], tokens)
-                    stats.add("policy/entropy_avg", ppo.masked_mean(entropy, mask), tokens)
-                    stats.add("loss/policy_avg", pg_loss, tokens)
-                    stats.add("loss/value_avg", vf_loss, tokens)
-                    stats.add("val/clipfrac_avg", vf["clipfrac"], tokens)
-                    stats.add("val/ratio", pg["ratio"], tokens)
-                    if epoch == 0 and mb_index == 0:
-                        stats.add("val/ratio_first_minibatch", pg["ratio"], tokens)
-                if not finite:
+                first = epoch == 0 and mb_index == 0
+                if not self.minibatch_gradients(r, idx, adv, returns, n_tokens[mb_index], stats, first):
                     skipped = True
                 elif self.zero_stage:  # DeepSpeed has clipped and stepped inside backward
                     norm = torch.as_tensor(float(self.model.get_global_grad_norm()), device=self.device)
@@ -388,6 +414,7 @@ class PPOTrainer:
     def step(self) -> dict[str, float]:
         timer = Timer()
         start = time.perf_counter()
+        lr = self.scheduler.get_last_lr()[0]  # the rate this iteration's update uses (the scheduler steps after it)
         batch = self.sampler.batch(self.iteration, self.p.batch_size)
         r = self.rollout(batch, timer)
         kl, adv, returns = self.advantages(r)
@@ -422,7 +449,7 @@ class PPOTrainer:
             **train_stats,
             "val/num_eos_tokens": int(gather(self.ended(r.responses, r.mask).long()).sum().item()),
             "env/response_length": lengths.mean().item(),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "episode": self.episode,
             "perf/tokens_per_s": tokens / elapsed,
             "time/rollout_s": sum(timer.seconds[k] for k in ("generate", "reference", "value", "reward")),

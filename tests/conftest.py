@@ -1,6 +1,8 @@
 """Offline, CPU, tiny models. Tiny models are built once per machine into a shared cache."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,10 +19,10 @@ os.environ["WANDB_MODE"] = "offline"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, module: str = "mindprint.run", cwd: Path = REPO, timeout: int = 600):
+def run_cli(*args: str, module: str = "mindprint.run", cwd: Path = REPO, timeout: int = 600, env=None):
     """`python -m mindprint.run ARGS` (or another entry point) as a user types it."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -29,3 +31,54 @@ def tiny():
     from mindprint.tiny import KINDS, ensure_tiny
 
     return {kind: ensure_tiny(kind) for kind in KINDS}
+
+
+def small_trainer(run_dir, *overrides):
+    """A PPOTrainer on the demo's tiny models: batch 8, minibatch 4, micro-batch 2, two iterations."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from mindprint.data import load_prompts
+    from mindprint.models import build_models
+    from mindprint.rewards import build_scorer
+    from mindprint.cli import compose
+    from mindprint.trainer import PPOTrainer
+
+    cfg = compose(["+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4",
+                   "ppo.micro_batch_size=2", *overrides])
+    set_seed(cfg.seed)
+    models = build_models(cfg, torch.device("cpu"))
+    prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
+    scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
+    return PPOTrainer(cfg, models, prompts, scorer, run_dir, Accelerator(cpu=True))
+
+
+def model_variant(source: str, target: Path, **files: dict) -> str:
+    """A copy of the model directory `source` with keys changed in its JSON files, e.g.
+    `generation_config={"repetition_penalty": 5.0}`; a value of None removes the key."""
+    shutil.copytree(source, target)
+    for stem, changes in files.items():
+        path = target / f"{stem}.json"
+        data = json.loads(path.read_text())
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        path.write_text(json.dumps(data, indent=1))
+    return str(target)
+
+
+def max_abs_log_ratio(trainer) -> tuple[float, float]:
+    """(max |log ρ|, max |V − V_old|) over real tokens between a rollout and a train-mode forward on its rows:
+    both 0 before any update, unless something random (dropout) or a different distribution acts."""
+    import torch
+
+    from mindprint.trainer import Timer
+
+    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    trainer.model.train()
+    with torch.no_grad():
+        logp, _, values = trainer.train_forward(r.rows(torch.arange(8)))
+    return (((logp - r.logprobs).abs() * r.mask).max().item(), ((values - r.values).abs() * r.mask).max().item())

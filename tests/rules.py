@@ -24,3 +24,34 @@ def length_logged(prompts, responses):
     with open(log, "a") as fh:
         fh.write(json.dumps(scores) + "\n")
     return scores
+
+
+def shorter_is_better(prompts, responses):
+    """Score = −len(response)/10: a reward that makes response lengths differ within a batch."""
+    return [-len(r) / 10 for r in responses]
+
+
+def one_score(prompts, responses):
+    return [1.0]
+
+
+def words(prompts, responses):
+    return ["good" for _ in responses]
+
+
+def nothing(prompts, responses):
+    return [None for _ in responses]
+
+
+def raises(prompts, responses):
+    raise KeyError("no score for this prompt")
+
+
+def nan_for_odd_rows(prompts, responses):
+    return [float("nan") if i % 2 else 1.0 for i, _ in enumerate(responses)]
+
+
+def as_tensor(prompts, responses):
+    import torch
+
+    return torch.ones(len(responses))

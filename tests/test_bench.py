@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoTokenizer
 from conftest import run_cli
 from mindprint.bench import CPU_OVERRIDES, SEVEN, print_cpu
 from mindprint.bench_run import trl_batching, trl_setup
-from mindprint.run import compose
+from mindprint.cli import compose
 from mindprint.shapes import synthetic_tokenizer
 
 

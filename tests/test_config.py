@@ -8,7 +8,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from mindprint.config import ConfigError, LoraConfig, PPOConfig, RunConfig
-from mindprint.run import compose
+from mindprint.cli import compose
 
 
 def test_defaults_compose_to_seed_values():

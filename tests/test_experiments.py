@@ -6,7 +6,8 @@ import pytest
 
 from conftest import REPO, run_cli
 from mindprint.config import asset_path
-from mindprint.run import compose, execute
+from mindprint.cli import compose
+from mindprint.job import execute
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 

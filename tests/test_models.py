@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from mindprint.config import LoraConfig, RewardConfig
 from mindprint.models import apply_lora, build_models, build_reward
 from mindprint.report import count_parameters, lora_formula
-from mindprint.run import compose
+from mindprint.cli import compose
 from mindprint.shapes import QWEN3_0_6B, qwen3_config
 
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -106,3 +106,19 @@ def test_masked_whiten_uses_real_tokens_only():
     assert ppo.masked_whiten(x, mask, shift_mean=False)[0, :2].tolist() == pytest.approx(
         [2 - 1 / math.sqrt(2), 2 + 1 / math.sqrt(2)], rel=1e-6
     )
+
+
+def test_token_sum_over_a_minibatch_normaliser_by_hand():
+    """Rows of 2 and 1 real tokens: the minibatch's token mean is 7/3, however the rows are split."""
+    x, mask = t([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), t([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert ppo.token_sum_over(x, mask, None).item() == pytest.approx(7 / 3)
+    split = [ppo.token_sum_over(x[i : i + 1], mask[i : i + 1], t(3.0)).item() for i in (0, 1)]
+    assert split == pytest.approx([3 / 3, 4 / 3])  # summed: 7/3 again; per-row token means would give 1.5 + 4
+    old, adv = t([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), t([[1.0, 1.0, 9.0], [-2.0, 9.0, 9.0]])
+    new = t([[math.log(1.5), 0.0, 0.0], [0.0, 0.0, 0.0]])
+    loss, _ = ppo.policy_loss(new, old, adv, mask, cliprange=0.2, normaliser=t(3.0))
+    # token 0: max(−1.5, −1.2) = −1.2; token 1: −1; token 3: 2 → (−1.2 − 1 + 2)/3
+    assert loss.item() == pytest.approx(-0.2 / 3)
+    values, returns = t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), t([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    vloss, _ = ppo.value_loss(values, values, returns, mask, cliprange_value=0.2, normaliser=t(3.0))
+    assert vloss.item() == pytest.approx(0.5 * (1 + 0 + 4) / 3)

@@ -18,7 +18,8 @@ from mindprint import checkpoint
 from mindprint.config import ConfigError
 from mindprint.errors import TrainingStopped
 from mindprint.export import main as export_main
-from mindprint.run import compose, execute
+from mindprint.cli import compose
+from mindprint.job import execute
 from mindprint.tracking import read_metrics
 
 TINY_RUN = ["+experiment=demo", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import run_cli
 from mindprint.config import ConfigError, PairsConfig
-from mindprint.run import compose, execute
+from mindprint.cli import compose
+from mindprint.job import execute
 from mindprint.train_reward import load_pairs
 from mindprint.tracking import read_metrics
 from mindprint.voice import LEXICON, synthetic_pairs

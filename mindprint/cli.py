@@ -1,0 +1,74 @@
+"""What every entry point shares: composing the config, and user mistakes as one line with exit code 2.
+
+Light on purpose (Hydra and the standard library only): an entry point validates its config before it
+imports torch and the model libraries, so a mistake is answered in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from omegaconf import OmegaConf
+
+from mindprint import config
+from mindprint.errors import one_line
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package (the checkout links conf/ to it)
+# What Hydra writes into a run directory before our code runs; a run that fails on bad input
+# before writing anything of its own leaves no directory behind.
+HYDRA_ONLY = {".hydra", "run.log"}
+
+
+def compose(overrides: list[str]) -> config.RunConfig:
+    """The RunConfig that `python -m mindprint.run OVERRIDES` would run, without running it."""
+    config.register()
+    with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra.compose("config", overrides=overrides)
+    return OmegaConf.to_object(cfg)
+
+
+def remove_if_untouched(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra wrote: a mistake leaves nothing behind."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def user_mistake(err: BaseException):
+    """The one-line message if `err` is a user mistake (and MINDPRINT_FULL_ERROR=1 does not ask for the traceback)."""
+    return None if os.environ.get("MINDPRINT_FULL_ERROR") == "1" else one_line(err)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and an exit code (2: a user mistake); SystemExit passes through Hydra's job runner."""
+    if os.environ.get("RANK", "0") == "0":  # launched on N processes, all fail alike: say it once
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@contextmanager
+def one_line_errors(run_dir: Optional[Path] = None):
+    """Inside a Hydra job: a user mistake becomes one line on stderr and exit code 2, and `run_dir` is
+    removed if nothing but Hydra wrote to it."""
+    try:
+        yield
+    except Exception as err:
+        message = user_mistake(err)
+        if message is None:
+            raise
+        if run_dir is not None:
+            remove_if_untouched(run_dir)
+        fail(message)
+
+
+def cli(hydra_entry) -> None:
+    """Run a @hydra.main entry point with composition errors (unknown key, bad type...) as one line, exit 2."""
+    # Hydra's own report of a composition error spans several lines; take the exception instead.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with one_line_errors():
+        hydra_entry()

@@ -1,0 +1,131 @@
+"""One run from a typed RunConfig: build the four models and the prompts, then dry-run or train and summarise.
+
+The engine behind `python -m mindprint.run`, imported only once the config is valid (it pulls in torch,
+transformers, peft, accelerate and DeepSpeed, which take seconds to import).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+
+from mindprint import checkpoint, config
+from mindprint.cli import HYDRA_ONLY
+from mindprint.console import hide_progress_bars
+from mindprint.data import load_prompts
+from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
+from mindprint.hostmem import peak_rss_gib
+from mindprint.models import build_models, pick_device, use_tf32
+from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
+from mindprint.rewards import build_scorer
+from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
+from mindprint.trainer import PPOTrainer
+
+
+def model_names(cfg: config.RunConfig) -> dict[str, str]:
+    return {
+        "model": cfg.model.name,
+        "value": cfg.model.value_name or cfg.model.name,
+        "reward": cfg.reward.name if cfg.reward.name else f"rule {cfg.reward.rule}",
+    }
+
+
+def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name: str = "run") -> dict:
+    """Build everything from `cfg`; dry-run: print the model table; else train, summarise, save."""
+    hide_progress_bars()
+    device = pick_device(cfg.device)
+    use_tf32(cfg.model.tf32)
+    accelerator = make_accelerator(device)
+    configure_deepspeed(accelerator, cfg.ppo)  # before anything is written: it may refuse the config
+    run_dir = shared_run_dir(accelerator, run_dir)
+    resume_from, state = prepare_run_dir(cfg, run_dir, accelerator)
+    set_seed(cfg.seed, device_specific=True)  # per-process seeds derive from `seed`
+    with no_zero3_init(accelerator):
+        models = build_models(cfg, accelerator.device)
+    prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
+    scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
+    if cfg.dry_run:
+        if accelerator.is_main_process:
+            print_models(models, model_names(cfg))
+            print(f"prompts: {len(prompts.train)} train, {len(prompts.eval)} held out, {prompts.skipped} skipped")
+        return {}
+    rank, span = lora_formula(models.policy)
+    facts = {"name": name, "group": group, "lora/rank": rank, "lora/trainable_params": rank * span,
+             "value/trainable_params": count_parameters(models.value)[1], "prompts/skipped": prompts.skipped}
+    tracker = None
+    if accelerator.is_main_process:
+        wandb_id = state["wandb_id"] if state else None
+        tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name, wandb_id)
+    trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
+    if state is not None:
+        trainer.load_state_dict(state, resume_from)
+        trainer.history = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        print(f"resumed from {resume_from} (iteration {trainer.iteration} of {cfg.ppo.steps})")
+    exit_code = 1
+    try:
+        start, first_episode = time.perf_counter(), trainer.episode
+        history = trainer.train()
+        wall = time.perf_counter() - start
+        summary = {**facts, **summarise(history, wall, trainer.episode - first_episode)}
+        if (rss := peak_rss_gib()) is not None:
+            summary["peak_rss_gib"] = rss
+        exit_code = 0
+    finally:
+        if tracker is not None:
+            tracker.finish(exit_code)
+        # Processes that exit with their process group alive can abort in gloo's threads at shutdown
+        # ("terminate called without an active exception"); a local call, no collective.
+        accelerator.end_training()
+    if accelerator.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps({k: jsonable(v) for k, v in summary.items()}, indent=1))
+        print_summary(summary)
+        print(f"run directory: {run_dir}")
+    return summary
+
+
+def shared_run_dir(accelerator: Accelerator, run_dir: Path) -> Path:
+    """Under `accelerate launch` every process composes its own Hydra config, and `${now:}` may tick
+    between them: all processes write to the main process's directory, and a stray one is removed."""
+    if accelerator.num_processes == 1:
+        return run_dir
+    shared = Path(broadcast_object_list([str(run_dir)])[0])
+    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return shared
+
+
+def prepare_run_dir(
+    cfg: config.RunConfig, run_dir: Path, accelerator: Accelerator
+) -> tuple[Optional[Path], Optional[dict]]:
+    """For resume=true: the newest checkpoint and its state, logs cut back to it. Else: refuse to mix two runs."""
+    if not cfg.resume:
+        if (run_dir / "metrics.jsonl").exists():
+            raise config.ConfigError(
+                f"hydra.run.dir={str(run_dir)!r} is not allowed: it already holds a run; add resume=true to "
+                "continue it, or choose another directory"
+            )
+        return None, None
+    path = checkpoint.latest(run_dir)
+    if path is None:
+        raise config.ConfigError(
+            f"resume=true is not allowed: no checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
+            "(expected hydra.run.dir of a run that saved one)"
+        )
+    state = checkpoint.load_state(path)
+    changes = checkpoint.config_changes(state["config"], dataclasses.asdict(cfg))
+    if changes:
+        raise config.ConfigError(
+            f"resume=true is not allowed: {path.name} was written by a different config ({'; '.join(changes)})"
+        )
+    if accelerator.is_main_process:
+        for log in ("metrics.jsonl", "samples.jsonl"):  # lines past the checkpoint are redone, never doubled
+            truncate_log(run_dir / log, state["iteration"])
+    accelerator.wait_for_everyone()
+    return path, state

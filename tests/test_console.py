@@ -1,0 +1,42 @@
+"""The console is ours on every machine: a library that logs while being imported never reaches it.
+
+tests/noisy/sitecustomize.py makes bitsandbytes, DeepSpeed, transformers and huggingface_hub log a warning
+through their own loggers as they are imported, as bitsandbytes does on CPUs with AVX512-BF16. So these
+tests do not depend on the CPU they run on.
+"""
+
+import os
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+def noisy_env(log):
+    return {**os.environ, "PYTHONPATH": str(REPO / "tests" / "noisy"), "NOISY_LOG": str(log)}
+
+
+def test_a_dry_run_prints_nothing_on_stderr_although_libraries_log_at_import(tmp_path, tiny):
+    log = tmp_path / "imported.txt"
+    proc = run_cli("+experiment=demo", "dry_run=true", env=noisy_env(log))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"bitsandbytes", "transformers"} <= set(log.read_text().split())  # the injection happened
+    assert proc.stderr == ""
+    assert "14 × Linear8bitLt" in proc.stdout
+
+
+@pytest.mark.parametrize("module, args", [
+    ("mindprint.run", ["+experiment=demo", "dry_run=true", "reward.name=/no/such/reward"]),
+    ("mindprint.run", ["lora.rank=0"]),
+    ("mindprint.train_reward", ["model=tiny", "pairs.name=/no/such/pairs.jsonl"]),
+    ("mindprint.export", ["/no/such/run", "/tmp/mindprint-never-written"]),
+    ("mindprint.compare", ["/no/such/sweep"]),
+    ("mindprint.bench", ["gpu", "--precisions", "3bit", "--no-trl"]),
+])
+def test_every_entry_point_answers_a_mistake_in_one_line(tmp_path, tiny, module, args):
+    hydra_dir = [f"hydra.run.dir={tmp_path / 'run'}"] if module in ("mindprint.run", "mindprint.train_reward") else []
+    proc = run_cli(*args, *hydra_dir, module=module, env=noisy_env(tmp_path / "imported.txt"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
