@@ -5,20 +5,38 @@ RUN_DIR/checkpoints/iter-000050/
     value_model.safetensors    the value model's trainable weights
     trainer_state.pt           optimizer, scheduler, β, counters, W&B id, config
     process-N.pt               each process's prompt sampler and RNG states
+
+Checkpoints are data, not code: the .pt files hold only tensors and plain Python types (plus the few
+DeepSpeed types named in `_zero_optimizer_types`), and are read with torch's safe loader
+(`weights_only=True`), so a run directory from someone else can be resumed or exported without running
+anything in it. A file that needs more is refused in one line (`CheckpointRefused`).
 """
 
 from __future__ import annotations
 
 import os
+import random
+import re
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from mindprint.config import ConfigError
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+VALUE_WEIGHTS = "value_model.safetensors"
+# The layout of the .pt files. Absent: written before checkpoints held only data (numpy's RNG state was a
+# pickled ndarray); such checkpoints are refused, with the advice to start a new run directory.
+FORMAT = 1
+NEW_RUN = "start a new run directory"
 # Keys that may change between a checkpoint and its resumption without changing the run itself.
 RESUMABLE_CHANGES = ("resume", "dry_run", "device", "ppo.steps", "logger.", "checkpoint.")
 
@@ -58,8 +76,8 @@ def commit(
 ) -> Path:
     """Write the shared part beside the per-process files, then rename: the checkpoint appears whole or not at all."""
     adapter_saver(tmp / "adapter")
-    save_file(value_weights, str(tmp / "value_model.safetensors"))
-    torch.save(state, tmp / STATE)
+    save_file(value_weights, str(tmp / VALUE_WEIGHTS))
+    save_state(state, tmp / STATE)
     final = tmp.parent / tmp.name.removeprefix(".tmp-")
     if final.exists():  # the same iteration saved again after a resume: replace it whole
         shutil.rmtree(final)
@@ -69,13 +87,126 @@ def commit(
     return final
 
 
-def load_state(path: Path, name: str = STATE) -> dict[str, Any]:
-    # Our own file, holding RNG states and optimizer tensors: not restricted to plain tensors.
-    return torch.load(path / name, weights_only=False)
+class CheckpointRefused(ConfigError):
+    """A checkpoint file that is not what mindprint writes; one line naming it. Nothing in it was run."""
+
+
+@lru_cache(maxsize=None)
+def _zero_optimizer_types() -> tuple[type, ...]:
+    """The only non-plain types a checkpoint holds: what DeepSpeed's ZeRO-2/3 optimizers put in their
+    state_dict(), which they read back as such. Plain attribute holders, nothing runs when they are made:
+    LossScaler and DynamicLossScaler (the loss scale, `loss_scaler`), ZeroStageEnum (an int enum,
+    `zero_stage`) and fragment_address (a (numel, start) dataclass, ZeRO-2's `param_slice_mappings`)."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:  # no DeepSpeed here: no ZeRO checkpoint can be resumed anyway
+        return ()
+    return LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address
+
+
+def _why(err: Exception) -> str:
+    """The safe loader's reason, in a few words (its own message spans a dozen lines)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it refers to {found.group(1)}, which torch's safe loader refuses"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def save_state(state: dict[str, Any], file: Path) -> None:
+    torch.save({"format": FORMAT, **state}, file)
+
+
+def load_state(path: Path, name: str = STATE, mmap: bool = False) -> dict[str, Any]:
+    """A .pt file of the checkpoint at `path`, through torch's safe loader: tensors and plain types only.
+
+    mmap=True reads no tensor data (only the small pickle that lists it): a cheap check of a big file.
+    """
+    file = path / name
+    if not file.is_file():
+        raise CheckpointRefused(f"{file} is missing: the checkpoint is incomplete ({NEW_RUN})")
+    try:
+        with torch.serialization.safe_globals(list(_zero_optimizer_types())):
+            state = torch.load(file, weights_only=True, mmap=mmap, map_location="cpu" if mmap else None)
+    except Exception as err:  # whatever the file holds, it is not a checkpoint we can read safely
+        raise CheckpointRefused(f"{file} was refused: {_why(err)}; nothing in it was run ({NEW_RUN})") from None
+    found = state.get("format") if isinstance(state, dict) else None
+    if found is None:
+        raise CheckpointRefused(f"{file} was refused: written by an older mindprint, whose checkpoints held pickled "
+                                f"Python objects ({NEW_RUN})")
+    if found != FORMAT:
+        raise CheckpointRefused(f"{file} was refused: checkpoint format {found!r}, and this mindprint reads format "
+                                f"{FORMAT} ({NEW_RUN}, or use the mindprint that wrote it)")
+    return state
+
+
+def check_safetensors(file: Path) -> None:
+    """Refuse `file` unless it is a safetensors file (its header and sizes are checked; no tensor is read)."""
+    if not file.is_file():
+        raise CheckpointRefused(f"{file} is missing: weights are read from safetensors files only, never from pickles")
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointRefused(f"{file} was refused: not a safetensors file ({reason}); nothing in it was run "
+                                f"({NEW_RUN})") from None
+
+
+def verify(path: Path) -> None:
+    """Check every file of the checkpoint at `path` before anything of it is used (cheap: no tensor is read)."""
+    load_state(path, STATE, mmap=True)
+    for file in sorted(path.glob("process-*.pt")):
+        load_state(path, file.name, mmap=True)
+    check_safetensors(path / "adapter" / ADAPTER_WEIGHTS)
+    check_safetensors(path / VALUE_WEIGHTS)
+
+
+def load_adapter_weights(path: Path) -> dict[str, torch.Tensor]:
+    check_safetensors(path / "adapter" / ADAPTER_WEIGHTS)
+    return load_file(str(path / "adapter" / ADAPTER_WEIGHTS))
 
 
 def load_value_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path / "value_model.safetensors"))
+    check_safetensors(path / VALUE_WEIGHTS)
+    return load_file(str(path / VALUE_WEIGHTS))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random stream, as tensors and plain types (numpy's own state holds an ndarray)."""
+    version, python, gauss_next = random.getstate()
+    numpy = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python": {"version": version, "state": list(python), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": numpy["bit_generator"],
+            "key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)),
+            "pos": int(numpy["state"]["pos"]),
+            "has_gauss": int(numpy["has_gauss"]),
+            "gauss": float(numpy["gauss"]),
+        },
+    }
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved: each stream continues exactly."""
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    python = rng["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    numpy = rng["numpy"]
+    np.random.set_state({
+        "bit_generator": numpy["bit_generator"],
+        "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
+        "has_gauss": numpy["has_gauss"],
+        "gauss": numpy["gauss"],
+    })
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -3,6 +3,9 @@
 Writes the trained adapter (loadable with `PeftModel.from_pretrained(base, OUT_DIR)`), or with
 --merge a standalone model with W' = W + (α/r)·B·A folded into every adapted layer (seed 004's
 "Inference"), plus the policy's tokenizer either way.
+
+Nothing in the run directory is run: a checkpoint's files are all checked first (its .pt files through
+torch's safe loader), and adapter weights are read from safetensors only.
 """
 
 from __future__ import annotations
@@ -15,19 +18,31 @@ from pathlib import Path
 from typing import Optional
 
 from mindprint import checkpoint
+from mindprint.config import ConfigError
+
+# What an exported adapter holds: peft's config and weights (never a pickled adapter_model.bin), its model card.
+ADAPTER_FILES = ("adapter_config.json", checkpoint.ADAPTER_WEIGHTS, "README.md")
 
 
 def adapter_dir(run_dir: Path, name: Optional[str]) -> Path:
-    """The run's final adapter, a named checkpoint's, or the newest checkpoint's if the run did not finish."""
+    """The run's final adapter, a named checkpoint's, or the newest checkpoint's if the run did not finish.
+
+    A checkpoint is checked whole before its adapter is used; the adapter's weights must be safetensors.
+    """
+    source = None  # the checkpoint the adapter comes from
     if name is not None:
-        path = run_dir / checkpoint.CHECKPOINTS / name / "adapter"
+        source = run_dir / checkpoint.CHECKPOINTS / name
+        path = source / "adapter"
     elif (run_dir / "adapter").is_dir():
         path = run_dir / "adapter"
     else:
-        newest = checkpoint.latest(run_dir)
-        path = newest / "adapter" if newest else run_dir / "adapter"
+        source = checkpoint.latest(run_dir)
+        path = source / "adapter" if source else run_dir / "adapter"
     if not (path / "adapter_config.json").exists():
         raise FileNotFoundError(f"RUN_DIR={str(run_dir)!r} is not allowed: no adapter at {path}")
+    if source is not None:
+        checkpoint.verify(source)
+    checkpoint.check_safetensors(path / checkpoint.ADAPTER_WEIGHTS)
     return path
 
 
@@ -44,7 +59,10 @@ def export(run_dir: Path, out_dir: Path, merge: bool, checkpoint_name: Optional[
         base = AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32)
         PeftModel.from_pretrained(base, source).merge_and_unload().save_pretrained(tmp)
     else:
-        shutil.copytree(source, tmp)
+        tmp.mkdir(parents=True)
+        for name in ADAPTER_FILES:
+            if (source / name).exists():
+                shutil.copyfile(source / name, tmp / name)
     AutoTokenizer.from_pretrained(base_name).save_pretrained(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -61,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         out = export(args.run_dir, args.out_dir, args.merge, args.checkpoint)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"{'merged model' if args.merge else 'adapter'} written to {out}")

@@ -118,7 +118,11 @@ def prepare_run_dir(
             f"resume=true is not allowed: no checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
             "(expected hydra.run.dir of a run that saved one)"
         )
-    state = checkpoint.load_state(path)
+    try:  # every file of it, before anything of it is used
+        checkpoint.verify(path)
+        state = checkpoint.load_state(path)
+    except checkpoint.CheckpointRefused as err:
+        raise config.ConfigError(f"resume=true is not allowed: {err}") from None
     changes = checkpoint.config_changes(state["config"], dataclasses.asdict(cfg))
     if changes:
         raise config.ConfigError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import signal
 import time
 from contextlib import contextmanager
@@ -12,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from peft import set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, get_scheduler
@@ -556,12 +554,7 @@ class PPOTrainer:
             "optimizer": self.optimizer.state_dict() if self.zero_stage else None,
             "sampler": self.sampler.state_dict(),
             "shuffle_gen": self.shuffle_gen.get_state(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-            },
+            "rng": checkpoint.rng_state(),
         }
 
     def load_state_dict(self, state: dict, path: Path) -> None:
@@ -571,9 +564,6 @@ class PPOTrainer:
                 f"resume=true is not allowed with {self.accelerator.num_processes} processes: {path.name} was "
                 f"written by {state['num_processes']} (launch the same number)"
             )
-        if "zero_stage" not in state:
-            raise ConfigError(f"resume=true is not allowed: {path.name} was written by an older mindprint, with an "
-                              f"optimizer per model (start a new run directory)")
         if state["zero_stage"] != self.zero_stage:
             raise ConfigError(
                 f"resume=true is not allowed with {distributed.describe(self.zero_stage)}: {path.name} was written "
@@ -581,7 +571,7 @@ class PPOTrainer:
             )
         params = [p for p in self.model.parameters() if p.requires_grad]
         with distributed.gathered(self.accelerator, params, modifier_rank=0):
-            set_peft_model_state_dict(self.models.policy, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+            set_peft_model_state_dict(self.models.policy, checkpoint.load_adapter_weights(path))
             missing = self.models.value.load_state_dict(checkpoint.load_value_weights(path), strict=False)
         assert not missing.unexpected_keys, missing.unexpected_keys
         self.iteration, self.episode = state["iteration"], state["episode"]
@@ -596,12 +586,7 @@ class PPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(mine["sampler"])
         self.shuffle_gen.set_state(mine["shuffle_gen"])
-        rng = mine["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        checkpoint.set_rng_state(mine["rng"])
 
     def checkpoint(self) -> Optional[Path]:
         """Save a checkpoint (every process its own part); a state with NaN/Inf weights is never saved."""
@@ -611,7 +596,7 @@ class PPOTrainer:
             return checkpoint.latest(self.run_dir)
         tmp = checkpoint.begin(self.run_dir, self.iteration, create=acc.is_main_process)
         acc.wait_for_everyone()
-        torch.save(self.process_state(), tmp / checkpoint.process_file(acc.process_index))
+        checkpoint.save_state(self.process_state(), tmp / checkpoint.process_file(acc.process_index))
         acc.wait_for_everyone()
         path = None
         if acc.is_main_process:
