@@ -13,6 +13,11 @@ from transformers import PreTrainedTokenizerBase
 from mindprint.config import ConfigError, DataConfig
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+# Code, or pickles (which run code when loaded): never read as data, whether the file exists here or not.
+CODE_SUFFIXES = (".py", ".pyc", ".pkl", ".pickle", ".pt", ".pth")
+# datasets' pickle builder: named alone, it reads every file of the working directory (datasets 5.2 refuses to
+# unpickle them; older versions do not).
+PICKLE_BUILDERS = ("pandas",)
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,17 @@ class PromptSet:
 def load_table(key: str, name: str, split: str) -> datasets.Dataset:
     """A split of a hub dataset, or a whole local .jsonl/.json/.csv/.parquet/.txt file (a .txt's lines: `text`).
 
-    Anything unreadable becomes a one-line ConfigError naming `key`.
+    Anything unreadable becomes a one-line ConfigError naming `key`. Nothing is read as code: a name ending
+    in .py or .pkl (say) is refused, and so is datasets' pickle-reading `pandas` builder; datasets 5.2 runs no
+    dataset scripts (a hub name ending in .py included).
     """
     path = os.path.expanduser(name)
     suffix = os.path.splitext(path)[1].lower()
+    if suffix in CODE_SUFFIXES or name.strip().lower() in PICKLE_BUILDERS:
+        what = f"a {suffix} file is code or a pickle" if suffix in CODE_SUFFIXES else \
+            f"datasets' {name} builder reads pickles"
+        raise ConfigError(f"{key}={name!r} is not allowed: {what}, which can run code when loaded "
+                          f"(expected data: a file ending in {', '.join(LOCAL_BUILDERS)}, or a hub dataset)")
     try:
         if suffix in LOCAL_BUILDERS or os.path.exists(path):
             if not os.path.isfile(path):
