@@ -13,6 +13,10 @@ import torch
 
 from conftest import run_cli
 from mindprint import checkpoint
+from mindprint.config import ConfigError
+from mindprint.data import load_table
+from mindprint.cli import compose
+from mindprint.job import execute
 from test_reliability import TINY_RUN
 
 LAST = "iter-000002"
@@ -125,3 +129,43 @@ def test_every_rng_round_trips_exactly_through_the_safe_loader(tmp_path):
     checkpoint.set_rng_state(saved["rng"])
     generator.set_state(saved["gen"])
     assert draws() == expected
+
+
+def test_a_checkpoint_from_before_format_1_is_refused_in_one_line(checkpointed, tmp_path):
+    """Old checkpoints held numpy's RNG state as a pickled ndarray: they are refused, with what to do instead."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(checkpointed, run_dir)
+    last = run_dir / checkpoint.CHECKPOINTS / LAST
+    for name in (checkpoint.STATE, checkpoint.process_file(0)):  # as the code before format 1 wrote them
+        state = torch.load(last / name, weights_only=True)
+        del state["format"]
+        if "rng" in state:
+            state["rng"]["numpy"] = np.random.get_state()
+        torch.save(state, last / name)
+    with pytest.raises(ConfigError) as info:
+        execute(compose([*TINY_RUN, "ppo.steps=2", "checkpoint.every=1", "resume=true"]), run_dir)
+    message = str(info.value)
+    print(message)
+    assert "\n" not in message and f"{LAST}/{checkpoint.STATE} was refused: written by an older mindprint" in message
+    assert message.endswith("(start a new run directory)")
+
+
+@pytest.mark.parametrize("name", ["prompts.py", "prompts.pkl", "prompts.pickle", "prompts.pt"])
+def test_code_and_pickle_data_files_are_refused_in_one_line(tmp_path, name):
+    marker = tmp_path / "planted-object-ran"
+    for path in (tmp_path / name, tmp_path / "absent" / name):  # here, or a name that only the hub might know
+        if path.parent == tmp_path:
+            path.write_bytes(pickle.dumps(Planted(marker)) if not name.endswith(".py") else
+                             f"import os\nos.system('touch {marker}')\n".encode())
+        for key in ("data.name", "pairs.name"):
+            with pytest.raises(ConfigError) as info:
+                load_table(key, str(path), "train")
+            message = str(info.value)
+            assert "\n" not in message and message.startswith(f"{key}={str(path)!r} is not allowed: a ."), message
+    print(message)
+    assert not marker.exists()
+
+
+def test_the_pickle_reading_datasets_builder_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"^data.name='pandas' is not allowed: datasets' pandas builder reads pickles"):
+        load_table("data.name", "pandas", "train")
