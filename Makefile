@@ -7,7 +7,7 @@ TORCH_SPEC  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test baseline sweep voice-demo bench bench-gpu clean
+.PHONY: install demo test test-fast baseline sweep algo-sweep voice-demo bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install  ## the main job, offline on CPU: tiny models, a learnable reward, a few minutes at most
 	$(PY) -m mindprint.run +experiment=demo
 
-test: install  ## the test suite: offline, CPU, tiny models
-	$(PY) -m pytest -q
+test: install  ## the full test suite: offline, CPU, tiny models (what CI runs)
+	$(PY) -m pytest -q --durations=15
+
+test-fast: install  ## the quick loop: math, config, errors, models and short training runs; no test marked slow
+	$(PY) -m pytest -q -m "not slow" --durations=10
 
 baseline: install  ## seed 004 on a GPU with hub access: Qwen3-0.6B + rank-32 LoRA vs Skywork-Reward-V2-Qwen3-8B (8-bit), trl-lib/tldr
 	HF_HUB_OFFLINE=0 $(PY) -m mindprint.run +experiment=baseline

@@ -60,6 +60,11 @@ VARIANTS = {  # name -> overrides; join names with '+' to combine them (later na
     "gc": {"model.gradient_checkpointing": "true"},
     "rollout16": {"ppo.rollout_batch_size": "16"},
     "value_lora": {"lora.value_rank": "32"},
+    # critic-free algorithms: no value model (GRPO, Dr. GRPO and RLOO alike at equal episodes; their group
+    # size changes which prompts are drawn, not the shapes)
+    "grpo": {"algo": "grpo"},
+    "rloo": {"algo": "rloo"},
+    "reinforce_pp": {"algo": "reinforce_pp"},
 }
 PHASES = ("rest", "generate", "old_logprobs", "reference", "values", "update")
 
@@ -172,31 +177,34 @@ def measure(model_dir: str, prompts: Path, variant: str, full_update: bool = Fal
     from mindprint.models import build_models
     from mindprint.rewards import build_scorer
     from mindprint.cli import compose
-    from mindprint.trainer import PPOTrainer
+    from mindprint.trainer import Trainer
 
     torch.manual_seed(0)
     cfg = compose(overrides(model_dir, prompts, variant))
     models = build_models(cfg, torch.device("cpu"))
     fold_lm_head(models.policy)
-    trainer = PPOTrainer(cfg, models, load_prompts(cfg.data, models.tokenizer, cfg.seed),
+    trainer = Trainer(cfg, models, load_prompts(cfg.data, models.tokenizer, cfg.seed),
                          build_scorer(cfg.reward, None, None), Path("/tmp/memory_estimate_run"),
                          Accelerator(cpu=True))
-    trained = trainer.policy_params + trainer.value_params
+    learner, actor = trainer.learner, trainer.actor
+    trained = learner.policy_params + learner.value_params
     for p in trained:  # Adam's moments, as they exist from the second iteration on
         p.grad = torch.zeros_like(p)
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    learner.optimizer.step()
+    learner.optimizer.zero_grad(set_to_none=True)
+    value_params = [*models.value.parameters()] if models.value is not None else []
+    value_buffers = [*models.value.buffers()] if models.value is not None else []
     nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
     parts = {
         "policy_frozen": nbytes(p for p in models.policy.parameters() if not p.requires_grad),
-        "policy_trained": nbytes(trainer.policy_params),
-        "value_frozen": nbytes(p for p in models.value.parameters() if not p.requires_grad),
-        "value_trained": nbytes(trainer.value_params),
-        "adam_state": nbytes(v for s in trainer.optimizer.state.values() for v in s.values()
+        "policy_trained": nbytes(learner.policy_params),
+        "value_frozen": nbytes(p for p in value_params if not p.requires_grad),
+        "value_trained": nbytes(learner.value_params),
+        "adam_state": nbytes(v for s in learner.optimizer.state.values() for v in s.values()
                              if isinstance(v, torch.Tensor)),
     }
-    roots = [*models.policy.parameters(), *models.value.parameters(), *models.policy.buffers(),
-             *models.value.buffers(), *(v for s in trainer.optimizer.state.values() for v in s.values())]
+    roots = [*models.policy.parameters(), *value_params, *models.policy.buffers(), *value_buffers,
+             *(v for s in learner.optimizer.state.values() for v in s.values())]
     seconds = {}
     with LiveBytes(roots) as lb:
         lb.peaks["rest"] = lb.live
@@ -211,17 +219,19 @@ def measure(model_dir: str, prompts: Path, variant: str, full_update: bool = Fal
                 return out
             return run
 
-        # rollout() calls batched() three times: old log-probs, reference, values
+        # rollout() calls batched() three times (twice without a critic): old log-probs, reference, values
         names = iter(("old_logprobs", "reference", "values"))
-        batched = trainer.batched
-        trainer.batched = lambda fn, rows: tracked(next(names), batched)(fn, rows)
-        trainer.generate = tracked("generate", trainer.generate)
-        update = trainer.update
+        batched = actor.batched
+        actor.batched = lambda fn, rows: tracked(next(names), batched)(fn, rows)
+        actor.generate = tracked("generate", actor.generate)
+        update = learner.update
         if not full_update:  # minibatches are alike and free their gradients between them: the first has the peak
-            def update(r, adv, returns, n=cfg.ppo.mini_batch_size, update=trainer.update):
-                tensors = {f.name: getattr(r, f.name)[:n] for f in dataclasses.fields(r)}
-                return update(dataclasses.replace(r, **tensors), adv[:n], returns[:n])
-        trainer.update = tracked("update", update)
+            def update(r, adv, returns, kl_coef, n=cfg.ppo.mini_batch_size, update=learner.update):
+                tensors = {f.name: getattr(r, f.name)[:n] for f in dataclasses.fields(r)
+                           if getattr(r, f.name) is not None}
+                return update(dataclasses.replace(r, **tensors), adv[:n], None if returns is None else returns[:n],
+                              kl_coef)
+        learner.update = tracked("update", update)
         start = time.perf_counter()
         with lb.phase("step"):
             metrics = trainer.step()

@@ -73,10 +73,29 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
     )
 
 
-def run_trl(setup: dict, python: Path) -> dict:
-    """episodes/s, wall time, time in gc, peak host memory (and on a GPU peak GPU memory) of TRL 1.12's
-    PPOTrainer on `setup`."""
-    proc = subprocess.run([str(python), str(REPO / "benchmarks" / "trl_ppo.py"), json.dumps(setup)],
+def trl_critic_free_setup(cfg: RunConfig, device: str = "cpu") -> dict:
+    """The settings benchmarks/trl_grpo.py needs to train, with TRL 1.16's GRPOTrainer (algo=grpo, dr_grpo) or
+    RLOOTrainer (algo=rloo), what `cfg` trains."""
+    p, a = cfg.ppo, cfg.algo
+    setup = dict(
+        trainer="rloo" if a.name == "rloo" else "grpo", policy=cfg.model.name, reward=cfg.reward.name,
+        prompts=cfg.data.name, prompt_field=cfg.data.prompt_field, chat_template=cfg.data.apply_chat_template,
+        num_generations=a.group_size, batch_size=p.batch_size, mini_batch_size=p.mini_batch_size,
+        micro_batch_size=p.micro_batch_size, ppo_epochs=p.ppo_epochs, steps=p.steps, response_length=p.response_length,
+        temperature=p.temperature, learning_rate=p.learning_rate, lr_scheduler=p.lr_scheduler,
+        weight_decay=p.weight_decay, max_grad_norm=p.max_grad_norm, beta=p.init_kl_coef, cliprange=p.cliprange,
+        lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=list(cfg.lora.target_modules),
+        seed=cfg.seed, device=device, bf16=False, gradient_checkpointing=cfg.model.gradient_checkpointing,
+    )
+    if a.name != "rloo":
+        setup.update(loss_type=a.loss_aggregation, scale_rewards="group" if a.name == "grpo" else "none")
+    return setup
+
+
+def run_trl(setup: dict, python: Path, script: str = "trl_ppo.py") -> dict:
+    """episodes/s, wall time, time in gc, peak host memory (and on a GPU peak GPU memory) of TRL on `setup`:
+    1.12's PPOTrainer (trl_ppo.py, from its own venv), or 1.16's GRPOTrainer or RLOOTrainer (trl_grpo.py)."""
+    proc = subprocess.run([str(python), str(REPO / "benchmarks" / script), json.dumps(setup)],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"TRL run failed: {last_line(proc.stderr)}")

@@ -2,9 +2,11 @@
 
 RUN_DIR/checkpoints/iter-000050/
     adapter/                   the policy's LoRA (peft format)
-    value_model.safetensors    the value model's trainable weights
+    value_model.safetensors    the value model's trainable weights (only with a critic: algo=ppo)
     trainer_state.pt           optimizer, scheduler, β, counters, W&B id, config
     process-N.pt               each process's prompt sampler and RNG states
+
+What a trainer's state is, and how it is restored, lives here too (`save`, `restore`).
 
 Checkpoints are data, not code: the .pt files hold only tensors and plain Python types (plus the few
 DeepSpeed types named in `_zero_optimizer_types`), and are read with torch's safe loader
@@ -14,20 +16,26 @@ anything in it. A file that needs more is refused in one line (`CheckpointRefuse
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
+from peft import set_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mindprint.config import ConfigError
+from mindprint import distributed
+from mindprint.config import CRITIC_FREE, ConfigError
+
+if TYPE_CHECKING:
+    from mindprint.trainer import Trainer
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.pt"
@@ -72,11 +80,12 @@ def begin(run_dir: Path, iteration: int, create: bool) -> Path:
 
 
 def commit(
-    tmp: Path, adapter_saver, value_weights: dict[str, torch.Tensor], state: dict[str, Any], keep: int
+    tmp: Path, adapter_saver, value_weights: Optional[dict[str, torch.Tensor]], state: dict[str, Any], keep: int
 ) -> Path:
     """Write the shared part beside the per-process files, then rename: the checkpoint appears whole or not at all."""
     adapter_saver(tmp / "adapter")
-    save_file(value_weights, str(tmp / VALUE_WEIGHTS))
+    if value_weights is not None:  # a critic-free algorithm has no value model to save
+        save_file(value_weights, str(tmp / VALUE_WEIGHTS))
     save_state(state, tmp / STATE)
     final = tmp.parent / tmp.name.removeprefix(".tmp-")
     if final.exists():  # the same iteration saved again after a resume: replace it whole
@@ -156,13 +165,19 @@ def check_safetensors(file: Path) -> None:
                                 f"({NEW_RUN})") from None
 
 
+def has_critic(state: dict[str, Any]) -> bool:
+    """Whether the run that wrote `state` trained a value model."""
+    return state["config"]["algo"]["name"] not in CRITIC_FREE
+
+
 def verify(path: Path) -> None:
     """Check every file of the checkpoint at `path` before anything of it is used (cheap: no tensor is read)."""
-    load_state(path, STATE, mmap=True)
+    state = load_state(path, STATE, mmap=True)
     for file in sorted(path.glob("process-*.pt")):
         load_state(path, file.name, mmap=True)
     check_safetensors(path / "adapter" / ADAPTER_WEIGHTS)
-    check_safetensors(path / VALUE_WEIGHTS)
+    if has_critic(state):
+        check_safetensors(path / VALUE_WEIGHTS)
 
 
 def load_adapter_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -224,3 +239,99 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     a, b = flatten(saved), flatten(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES))
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys]
+
+
+# ------------------------------------------------------------------ a trainer's state
+
+
+def trained_weights(trainer: Trainer) -> tuple[dict[str, torch.Tensor], Optional[dict[str, torch.Tensor]]]:
+    """(LoRA, value model's trainable tensors or None without a critic) on the CPU, whole even under ZeRO-3
+    (every process must call)."""
+    named = lambda m: [(n, p) for n, p in m.named_parameters() if p.requires_grad]  # noqa: E731
+    value_model = trainer.models.value
+    policy, value = named(trainer.models.policy), named(value_model) if value_model is not None else []
+    with distributed.gathered(trainer.accelerator, [p for _, p in policy + value]):
+        lora = {n: p.detach().contiguous().cpu().clone() for n, p in policy}
+        weights = {n: p.detach().contiguous().cpu().clone() for n, p in value} if value_model is not None else None
+    return lora, weights
+
+
+def shared_state(trainer: Trainer) -> dict[str, Any]:
+    """What all processes share (the main process saves it)."""
+    learner = trainer.learner
+    return {
+        "iteration": trainer.iteration,
+        "episode": trainer.episode,
+        "kl_coef": trainer.kl_coef,
+        "skipped_updates": trainer.skipped_updates,
+        # DeepSpeed's optimizer state is sharded: each process saves its own part
+        "optimizer": None if learner.zero_stage else learner.optimizer.state_dict(),
+        "scheduler": learner.scheduler.state_dict(),
+        "num_processes": trainer.accelerator.num_processes,
+        "zero_stage": learner.zero_stage,
+        "wandb_id": trainer.tracker.wandb_id if trainer.tracker is not None else None,
+        "config": dataclasses.asdict(trainer.cfg),
+    }
+
+
+def process_state(trainer: Trainer) -> dict[str, Any]:
+    """What differs between processes: their prompts and random streams (and DeepSpeed's optimizer shard)."""
+    learner = trainer.learner
+    return {
+        "optimizer": learner.optimizer.state_dict() if learner.zero_stage else None,
+        "sampler": trainer.sampler.state_dict(),
+        "shuffle_gen": learner.shuffle_gen.get_state(),
+        "rng": rng_state(),
+    }
+
+
+def save(trainer: Trainer) -> Optional[Path]:
+    """Save a checkpoint (every process its own part); a state with NaN/Inf weights is never saved."""
+    acc, run_dir = trainer.accelerator, trainer.run_dir
+    lora, weights = trained_weights(trainer)
+    if not (all_finite(lora) and (weights is None or all_finite(weights))):  # same on every process
+        return latest(run_dir)
+    tmp = begin(run_dir, trainer.iteration, create=acc.is_main_process)
+    acc.wait_for_everyone()
+    save_state(process_state(trainer), tmp / process_file(acc.process_index))
+    acc.wait_for_everyone()
+    path = None
+    if acc.is_main_process:
+        saver = lambda directory: trainer.models.policy.save_pretrained(directory, state_dict=lora)  # noqa: E731
+        path = commit(tmp, saver, weights, shared_state(trainer), trainer.cfg.checkpoint.keep)
+    acc.wait_for_everyone()
+    return path or latest(run_dir)
+
+
+def restore(trainer: Trainer, state: dict[str, Any], path: Path) -> None:
+    """Continue exactly where `state` (and the files beside it in `path`) left off."""
+    acc, learner = trainer.accelerator, trainer.learner
+    if state["num_processes"] != acc.num_processes:
+        raise ConfigError(
+            f"resume=true is not allowed with {acc.num_processes} processes: {path.name} was "
+            f"written by {state['num_processes']} (launch the same number)"
+        )
+    if state["zero_stage"] != learner.zero_stage:
+        raise ConfigError(
+            f"resume=true is not allowed with {distributed.describe(learner.zero_stage)}: {path.name} was written "
+            f"under {distributed.describe(state['zero_stage'])} (its optimizer state loads under the same one)"
+        )
+    params = [p for p in learner.model.parameters() if p.requires_grad]
+    with distributed.gathered(acc, params, modifier_rank=0):
+        set_peft_model_state_dict(trainer.models.policy, load_adapter_weights(path))
+        if trainer.models.value is not None:
+            missing = trainer.models.value.load_state_dict(load_value_weights(path), strict=False)
+            assert not missing.unexpected_keys, missing.unexpected_keys
+    trainer.iteration, trainer.episode = state["iteration"], state["episode"]
+    trainer.kl_coef, trainer.skipped_updates = state["kl_coef"], state["skipped_updates"]
+    mine = load_state(path, process_file(acc.process_index))
+    if learner.zero_stage:  # DeepSpeed reads each process's part from a list indexed by rank
+        parts = [None] * acc.num_processes
+        parts[acc.process_index] = mine["optimizer"]
+        learner.optimizer.load_state_dict(parts)
+    else:
+        learner.optimizer.load_state_dict(state["optimizer"])
+    learner.scheduler.load_state_dict(state["scheduler"])
+    trainer.sampler.load_state_dict(mine["sampler"])
+    learner.shuffle_gen.set_state(mine["shuffle_gen"])
+    set_rng_state(mine["rng"])

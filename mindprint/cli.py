@@ -39,6 +39,20 @@ def remove_if_untouched(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def critic_key_warnings(cfg: config.RunConfig, overrides: list[str]) -> list[str]:
+    """A line per critic-only key (config.CRITIC_KEYS) set on the command line with a critic-free algorithm.
+
+    A warning, not an error: a sweep over algorithms (algo=ppo,grpo ppo.vf_coef=0.2) shares its keys, and an
+    error would fail the critic-free jobs. Keys set by an experiment file are not warned about, for the same
+    reason: experiments serve every algorithm.
+    """
+    if cfg.algo.critic:
+        return []
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    return [f"warning: {key} has no effect with algo={cfg.algo.name} (it is critic-free: no value model)"
+            for key in config.CRITIC_KEYS if key in given]
+
+
 def user_mistake(err: BaseException):
     """The one-line message if `err` is a user mistake (and MINDPRINT_FULL_ERROR=1 does not ask for the traceback)."""
     return None if os.environ.get("MINDPRINT_FULL_ERROR") == "1" else one_line(err)

@@ -162,6 +162,59 @@ class PPOConfig:
                  "an integer >= 0")
 
 
+ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
+CRITIC_FREE = ("grpo", "dr_grpo", "rloo", "reinforce_pp")  # no value model: not built, trained or saved
+GROUP_BASELINES = ("grpo", "dr_grpo", "rloo")  # a baseline from the other responses to the same prompt
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")  # estimators.aggregate
+# Keys that only the value model reads: set on the command line with a critic-free algorithm, they get a warning.
+CRITIC_KEYS = ("ppo.vf_coef", "ppo.cliprange_value", "ppo.value_learning_rate", "ppo.lam", "lora.value_rank",
+               "model.value_name")
+
+
+@dataclass
+class AlgoConfig:
+    """The advantage estimator and what goes with it; conf/algo/NAME.yaml holds each paper's choices.
+
+    ppo           GAE(γ, λ) on per-token rewards with a value model          Schulman et al. 2017
+    grpo          Â = (r − mean_group)/(std_group + ε) on every token        Shao et al. 2024 (arXiv:2402.03300)
+    dr_grpo       Â = r − mean_group, token sums over a constant             Liu et al. 2025 (arXiv:2503.20783)
+    rloo          Â = r_i − mean_{j≠i} r_j                                   Ahmadian et al. 2024 (arXiv:2402.14740)
+    reinforce_pp  Â = whitened token returns, no critic, no group            Hu 2025 (arXiv:2501.03262)
+    Every algorithm updates through the clipped surrogate (ppo.cliprange, ppo.ppo_epochs) and is anchored to the
+    reference by β (ppo.init_kl_coef, adaptive with ppo.adaptive_kl), placed where `kl_in` says.
+    """
+
+    name: str = "ppo"
+    # G responses sampled per prompt. ppo.batch_size counts episodes (prompt, response), so an iteration holds
+    # batch_size / G prompts and budgets compare at equal episodes whatever G is.
+    group_size: int = 1
+    # How per-token losses become one number: token_mean (Σ over the minibatch's real tokens / their count),
+    # seq_mean_token_mean (each response's token mean, then the mean over responses: GRPO's 1/G Σ 1/|o| Σ_t),
+    # seq_mean_token_sum_norm (token sums / (responses × ppo.response_length): Dr. GRPO's constant normaliser).
+    loss_aggregation: str = "token_mean"
+    # reward: −β·KL per token in the reward (PPO, REINFORCE++), or −β·Σ_t KL on the score before a group baseline
+    # (RLOO; GRPO as verl's use_kl_in_reward); loss: β·k3 per token added to the policy loss (GRPO, Dr. GRPO).
+    kl_in: str = "reward"
+    std_eps: float = 1e-4  # grpo: added to the group's std (TRL 1.16; OpenRLHF uses 1e-9, verl 1e-6)
+    unbiased_std: bool = True  # grpo: the group's std with G − 1 (TRL, OpenRLHF, verl); false: with G
+
+    def __post_init__(self) -> None:
+        _require(self.name in ALGORITHMS, "algo.name", self.name, f"one of {', '.join(ALGORITHMS)}")
+        _require(self.group_size >= 1, "algo.group_size", self.group_size, "an integer >= 1")
+        if self.name in GROUP_BASELINES:
+            _require(self.group_size >= 2, "algo.group_size", self.group_size,
+                     f"an integer >= 2 with algo={self.name} (its baseline is the other responses to the same prompt)")
+        _require(self.loss_aggregation in AGGREGATIONS, "algo.loss_aggregation", self.loss_aggregation,
+                 f"one of {', '.join(AGGREGATIONS)}")
+        _require(self.kl_in in ("reward", "loss"), "algo.kl_in", self.kl_in, "reward or loss")
+        _require(self.std_eps >= 0, "algo.std_eps", self.std_eps, "a number >= 0")
+
+    @property
+    def critic(self) -> bool:
+        """Whether the algorithm has a value model."""
+        return self.name not in CRITIC_FREE
+
+
 @dataclass
 class RewardConfig:
     """What scores a (prompt, response): a sequence-classification reward model, or a rule."""
@@ -252,6 +305,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -263,6 +317,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
+        _require(self.ppo.batch_size % self.algo.group_size == 0, "ppo.batch_size", self.ppo.batch_size,
+                 f"a multiple of algo.group_size={self.algo.group_size} (it counts episodes: prompts × responses "
+                 "per prompt)")
 
 
 @dataclass

@@ -106,3 +106,14 @@ def for_generation(accelerator: Accelerator, engine) -> contextlib.AbstractConte
     from deepspeed.runtime.zero import unwrap_model_for_generation
 
     return unwrap_model_for_generation(engine)
+
+
+def sum_all(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
+    """`x` summed over all processes (itself on one)."""
+    return accelerator.reduce(x, "sum")
+
+
+def everywhere(accelerator: Accelerator, ok: bool) -> bool:
+    """True only if `ok` holds on every process, so all of them skip (or take) a step together."""
+    flags = accelerator.reduce(torch.tensor([0.0 if ok else 1.0], device=accelerator.device), "sum")
+    return flags.item() == 0

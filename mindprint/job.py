@@ -26,13 +26,14 @@ from mindprint.models import build_models, pick_device, use_tf32
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
-from mindprint.trainer import PPOTrainer
+from mindprint import checkpoint as checkpoints
+from mindprint.trainer import Trainer
 
 
 def model_names(cfg: config.RunConfig) -> dict[str, str]:
     return {
         "model": cfg.model.name,
-        "value": cfg.model.value_name or cfg.model.name,
+        "value": cfg.model.value_name or cfg.model.name if cfg.algo.critic else f"none (algo={cfg.algo.name} is critic-free)",
         "reward": cfg.reward.name if cfg.reward.name else f"rule {cfg.reward.rule}",
     }
 
@@ -58,14 +59,15 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
         return {}
     rank, span = lora_formula(models.policy)
     facts = {"name": name, "group": group, "lora/rank": rank, "lora/trainable_params": rank * span,
-             "value/trainable_params": count_parameters(models.value)[1], "prompts/skipped": prompts.skipped}
+             "value/trainable_params": count_parameters(models.value)[1] if models.value is not None else 0,
+             "algo": cfg.algo.name, "critic": cfg.algo.critic, "prompts/skipped": prompts.skipped}
     tracker = None
     if accelerator.is_main_process:
         wandb_id = state["wandb_id"] if state else None
         tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name, wandb_id)
-    trainer = PPOTrainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
+    trainer = Trainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
     if state is not None:
-        trainer.load_state_dict(state, resume_from)
+        checkpoints.restore(trainer, state, resume_from)
         trainer.history = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
         print(f"resumed from {resume_from} (iteration {trainer.iteration} of {cfg.ppo.steps})")
     exit_code = 1

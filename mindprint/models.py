@@ -2,7 +2,7 @@
 
 policy     AutoModelForCausalLM + peft LoRA (only the adapter trains)
 value      AutoModelForSequenceClassification(num_labels=1) on the model group's base, fresh head;
-           trained fully, or through its own LoRA when lora.value_rank > 0
+           trained fully, or through its own LoRA when lora.value_rank > 0; not built for a critic-free algo
 reference  the policy with its adapter disabled (no extra memory), or a separate frozen copy
 reward     AutoModelForSequenceClassification with its own tokenizer, bitsandbytes-quantized, frozen
 """
@@ -34,7 +34,7 @@ from mindprint.config import ConfigError, LoraConfig, ModelConfig, RewardConfig,
 @dataclass
 class Models:
     policy: peft.PeftModel
-    value: nn.Module
+    value: Optional[nn.Module]  # None for a critic-free algorithm (algo.name in CRITIC_FREE)
     reference: Optional[PreTrainedModel]  # None: the policy with its adapter disabled
     reward: Optional[PreTrainedModel]  # None when a rule scores
     tokenizer: PreTrainedTokenizerBase  # the policy's
@@ -138,7 +138,7 @@ def own_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
     generate() fills every field it is not given from the model's generation config, so a checkpoint's
     temperature, top_k, repetition_penalty or no_repeat_ngram_size (Qwen3-0.6B ships the first three)
     would reshape what is sampled while the PPO ratio and the KL are computed from the plain logits.
-    The trainer passes its sampling settings on every call (PPOTrainer.generation_config).
+    The trainer passes its sampling settings on every call (rollout.Actor.generation_config).
     """
     model.generation_config = GenerationConfig(eos_token_id=stop_token_ids(model, tokenizer),
                                                pad_token_id=tokenizer.pad_token_id)
@@ -274,7 +274,7 @@ def build_models(cfg: RunConfig, device: torch.device) -> Models:
     dtype = pick_dtype(cfg.model.dtype, device)
     tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="left")
     policy = build_policy(cfg.model, cfg.lora, tokenizer, device, dtype)
-    value = build_value(cfg.model, cfg.lora, tokenizer, device, dtype)
+    value = build_value(cfg.model, cfg.lora, tokenizer, device, dtype) if cfg.algo.critic else None
     reference = build_reference(cfg.model, policy, tokenizer, device, dtype)
     reward, reward_tokenizer = (None, None)
     if cfg.reward.name is not None:
@@ -311,17 +311,19 @@ class TokenValueModel(nn.Module):
 
 
 class PolicyAndValue(nn.Module):
-    """The two trained models as one module: what DDP or DeepSpeed wraps, under one optimizer.
+    """The trained models as one module: what DDP or DeepSpeed wraps, under one optimizer.
 
     A training forward goes through this module (so through the wrapper that syncs gradients) and
-    returns the policy's logits at the last `logits_to_keep` positions and V(s_t) at every position.
+    returns the policy's logits at the last `logits_to_keep` positions and V(s_t) at every position
+    (None without a critic).
     """
 
-    def __init__(self, policy: nn.Module, value: TokenValueModel):
+    def __init__(self, policy: nn.Module, value: Optional[TokenValueModel]):
         super().__init__()
         self.policy, self.value = policy, value
 
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int) -> tuple:
         logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              logits_to_keep=logits_to_keep, use_cache=False).logits
-        return logits, self.value(input_ids, attention_mask, position_ids)
+        values = None if self.value is None else self.value(input_ids, attention_mask, position_ids)
+        return logits, values

@@ -125,16 +125,7 @@ def gae(
     return advantages, returns
 
 
-def token_sum_over(x: torch.Tensor, mask: torch.Tensor, normaliser: Optional[torch.Tensor]) -> torch.Tensor:
-    """Σ_t x_t·m_t / N, N = `normaliser`, or this batch's real tokens Σ m when None (a token mean).
-
-    The update passes N = the real tokens of the whole minibatch over all processes, so a micro-batch's
-    loss is its share of the minibatch's token mean, and splitting a minibatch into micro-batches or over
-    processes only accumulates the same gradient (OpenRLHF's normalisation). A token mean per micro-batch
-    instead (TRL 1.12) weighs a token by how many real tokens its micro-batch happens to hold.
-    """
-    n = mask.sum() if normaliser is None else normaliser
-    return (x * mask).sum() / torch.as_tensor(n, dtype=x.dtype, device=x.device).clamp(min=1)
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
 def policy_loss(
@@ -143,19 +134,27 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
-    normaliser: Optional[torch.Tensor] = None,
+    reduce: Optional[Reduce] = None,
+    penalty: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate, as a loss to minimise (Schulman et al. 2017, eq. 7).
 
     ρ_t = exp(log π_θ(a_t) − log π_old(a_t))
-    L = Σ_t max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1 − ε, 1 + ε)) / N   (N: see `token_sum_over`)
+    ℓ_t = max(−Â_t·ρ_t, −Â_t·clip(ρ_t, 1 − ε, 1 + ε)) + penalty_t      (penalty: GRPO's β·k3 per token, or none)
+    L = reduce(ℓ): the token mean Σ ℓ·m / Σ m by default. The update passes `estimators.aggregate` with the
+        normalisers of the whole minibatch over all processes, so micro-batches and processes only
+        accumulate the same gradient (a token mean per micro-batch, as TRL 1.12, would weigh a token by
+        how many real tokens its micro-batch happens to hold).
     clipfrac = mean_t [clipped term > unclipped term];  approxkl = mean_t ½(log ρ_t)²
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = token_sum_over(torch.max(unclipped, clipped), mask, normaliser)
+    per_token = torch.max(unclipped, clipped)
+    if penalty is not None:
+        per_token = per_token + penalty
+    loss = reduce(per_token) if reduce is not None else masked_mean(per_token, mask)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),
@@ -171,18 +170,19 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
-    normaliser: Optional[torch.Tensor] = None,
+    reduce: Optional[Reduce] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss.
 
     V_clip = V_old + clip(V − V_old, −ε_v, ε_v)
-    L = ½·Σ_t max((V − R)², (V_clip − R)²) / N   (N: see `token_sum_over`)
+    L = ½·reduce(max((V − R)², (V_clip − R)²))   (reduce: as in `policy_loss`)
     clipfrac = mean_t [(V_clip − R)² > (V − R)²]
     """
     clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_sq = (values - returns) ** 2
     clipped_sq = (clipped_values - returns) ** 2
-    loss = 0.5 * token_sum_over(torch.max(unclipped_sq, clipped_sq), mask, normaliser)
+    per_token = torch.max(unclipped_sq, clipped_sq)
+    loss = 0.5 * (reduce(per_token) if reduce is not None else masked_mean(per_token, mask))
     with torch.no_grad():
         stats = {"clipfrac": masked_mean((clipped_sq > unclipped_sq).float(), mask)}
     return loss, stats

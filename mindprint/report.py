@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from peft.tuners.lora import LoraLayer
@@ -52,7 +53,7 @@ def device_of(model: nn.Module) -> str:
 def model_rows(models: Models, names: dict[str, str]) -> list[dict[str, str]]:
     policy_all, policy_train = count_parameters(models.policy)
     rows = [dict(role="policy", name=names["model"], params=policy_all, trainable=policy_train, model=models.policy)]
-    value_all, value_train = count_parameters(models.value)
+    value_all, value_train = count_parameters(models.value) if models.value is not None else (0, 0)
     rows.append(dict(role="value", name=names["value"], params=value_all, trainable=value_train, model=models.value))
     if models.reference is None:
         base_all = policy_all - policy_train
@@ -91,8 +92,11 @@ def print_models(models: Models, names: dict[str, str], console: Console | None 
     console.print(table)
     r, span = lora_formula(models.policy)
     console.print(f"policy LoRA: r × Σ(in_features + out_features) = {r} × {span:,} = {r * span:,} parameters")
-    value_head = unwrap_peft(models.value).score
-    console.print(f"value head: fresh {tuple(value_head.weight.shape)} Linear; stop ids {models.stop_ids}")
+    if models.value is not None:
+        console.print(f"value head: fresh {tuple(unwrap_peft(models.value).score.weight.shape)} Linear")
+    else:
+        console.print("value model: none, the algorithm is critic-free (not built, trained or checkpointed)")
+    console.print(f"stop ids {models.stop_ids}")
 
 
 def _mean(history: list[dict], key: str) -> float:
@@ -129,12 +133,14 @@ def summarise(history: list[dict], wall_s: float, episodes: int) -> dict[str, fl
 
 def print_summary(summary: dict[str, float], console: Console | None = None) -> None:
     console = console or wide_console()
-    table = Table(title="run summary: first vs last fifth of iterations")
+    critic = "" if summary.get("critic", True) else ", critic-free: no value model"
+    table = Table(title=f"run summary ({summary.get('algo', 'ppo')}{critic}): first vs last fifth of iterations")
     table.add_column("metric")
     table.add_column("first", justify="right")
     table.add_column("last", justify="right")
     for key in SUMMARY_KEYS:
-        table.add_row(key, f"{summary[key + '/first']:.4f}", f"{summary[key + '/last']:.4f}")
+        if math.isfinite(summary[key + "/first"]):  # a critic-free run has no value loss or value clipfrac
+            table.add_row(key, f"{summary[key + '/first']:.4f}", f"{summary[key + '/last']:.4f}")
     console.print(table)
     shares = ", ".join(f"{p} {summary[f'share/{p}']:.0%}" for p in ("generate", "reference", "value", "reward",
                                                                      "update"))

@@ -6,6 +6,7 @@ is imported, so a mistake is answered in about a second.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mindprint import config
-from mindprint.cli import cli, fail, remove_if_untouched, user_mistake
+from mindprint.cli import cli, critic_key_warnings, fail, remove_if_untouched, user_mistake
 from mindprint.errors import TrainingStopped
 from mindprint.signals import Interrupted
 from mindprint.sweep import is_multirun, record_failure, run_identity
@@ -29,6 +30,9 @@ def hydra_main(cfg: DictConfig) -> Optional[dict]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)  # every value check runs here
+        if os.environ.get("RANK", "0") == "0":
+            for line in critic_key_warnings(run_cfg, list(HydraConfig.get().overrides.task)):
+                print(line, file=sys.stderr)
         from mindprint.job import execute  # the engine: seconds to import, so only for a valid config
 
         return execute(run_cfg, run_dir, *run_identity())

@@ -34,7 +34,7 @@ def tiny():
 
 
 def small_trainer(run_dir, *overrides):
-    """A PPOTrainer on the demo's tiny models: batch 8, minibatch 4, micro-batch 2, two iterations."""
+    """A Trainer on the demo's tiny models: batch 8, minibatch 4, micro-batch 2, two iterations."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -43,15 +43,14 @@ def small_trainer(run_dir, *overrides):
     from mindprint.models import build_models
     from mindprint.rewards import build_scorer
     from mindprint.cli import compose
-    from mindprint.trainer import PPOTrainer
+    from mindprint.trainer import Trainer
 
-    cfg = compose(["+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4",
-                   "ppo.micro_batch_size=2", *overrides])
+    cfg = compose(["+experiment=smoke", "ppo.micro_batch_size=2", *overrides])
     set_seed(cfg.seed)
     models = build_models(cfg, torch.device("cpu"))
     prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
     scorer = build_scorer(cfg.reward, models.reward, models.reward_tokenizer)
-    return PPOTrainer(cfg, models, prompts, scorer, run_dir, Accelerator(cpu=True))
+    return Trainer(cfg, models, prompts, scorer, run_dir, Accelerator(cpu=True))
 
 
 def model_variant(source: str, target: Path, **files: dict) -> str:
@@ -75,10 +74,10 @@ def max_abs_log_ratio(trainer) -> tuple[float, float]:
     both 0 before any update, unless something random (dropout) or a different distribution acts."""
     import torch
 
-    from mindprint.trainer import Timer
+    from mindprint.rollout import Timer
 
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
-    trainer.model.train()
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
+    trainer.learner.model.train()
     with torch.no_grad():
-        logp, _, values = trainer.train_forward(r.rows(torch.arange(8)))
+        logp, _, values = trainer.learner.train_forward(r.rows(torch.arange(8)))
     return (((logp - r.logprobs).abs() * r.mask).max().item(), ((values - r.values).abs() * r.mask).max().item())

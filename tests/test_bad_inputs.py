@@ -11,8 +11,7 @@ from mindprint.config import LR_SCHEDULERS, ConfigError
 from mindprint.job import execute
 from mindprint.tracking import read_metrics
 
-SMOKE = ["+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
-         "ppo.eval_every=0"]
+SMOKE = ["+experiment=smoke"]
 
 
 def refused(tmp_path, *overrides) -> str:
@@ -34,6 +33,7 @@ def test_a_rule_that_returns_the_wrong_thing_is_named(tmp_path, tiny, rule, expe
     assert refused(tmp_path, "reward.name=null", f"reward.rule=rules:{rule}").startswith(expected)
 
 
+@pytest.mark.slow
 def test_a_rule_may_return_a_tensor_and_its_nan_rows_skip_the_update(tmp_path, tiny):
     execute(compose([*SMOKE, "reward.name=null", "reward.rule=rules:as_tensor"]), tmp_path / "tensor")
     execute(compose([*SMOKE, "reward.name=null", "reward.rule=rules:nan_for_odd_rows"]), tmp_path / "nan")

@@ -60,6 +60,7 @@ def test_cpu_bench_prints_both_ratios(capsys):
     assert "generate 20%, update 80%" in out and "gc.collect: 50%" in out
 
 
+@pytest.mark.slow
 def test_peak_host_memory_counts_what_the_process_allocates():
     """Peak host memory (the run summary's and the bench's `peak_rss_gib`) rises by what the process allocates."""
     code = ("from mindprint.hostmem import peak_rss_gib; a = peak_rss_gib(); "
@@ -80,6 +81,7 @@ def test_synthetic_tokenizer_has_the_full_vocabulary_and_round_trips():
     assert tok.convert_ids_to_tokens(tok.eos_token_id) == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
 
 
+@pytest.mark.slow
 def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("MINDPRINT_RANDOM_DIR", str(tmp_path / "random"))
     proc = run_cli("gpu", "--shapes", "small", "--device", "cpu", "--steps", "1", "--prompt-tokens", "48",
@@ -101,6 +103,7 @@ def test_gpu_bench_code_path_runs_small_on_cpu(tmp_path, monkeypatch):
     assert len(prompts) == 256 and 30 <= min(lengths) and max(lengths) <= 48
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option, value, expected", [
     ("--precisions", "8bit,3bit", "error: --precisions='3bit' is not allowed: expected some of 8bit, 4bit, bf16"),
     ("--kv-cache", "static,paged", "error: --kv-cache='paged' is not allowed: expected some of dynamic, static"),

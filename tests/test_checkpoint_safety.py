@@ -63,6 +63,7 @@ def refused_in_one_line(proc, name: str) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_planted_object_is_refused_by_resume_and_export_and_never_runs(checkpointed, tmp_path, kind):
     run_dir = tmp_path / "run"
@@ -86,6 +87,7 @@ def test_a_planted_object_is_refused_by_resume_and_export_and_never_runs(checkpo
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_adapter_without_safetensors_is_refused(checkpointed, tmp_path):
     """peft would fall back to adapter_model.bin, a pickle: export takes adapter weights from safetensors only."""
     run_dir = tmp_path / "run"
@@ -131,6 +133,7 @@ def test_every_rng_round_trips_exactly_through_the_safe_loader(tmp_path):
     assert draws() == expected
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_format_1_is_refused_in_one_line(checkpointed, tmp_path):
     """Old checkpoints held numpy's RNG state as a pickled ndarray: they are refused, with what to do instead."""
     run_dir = tmp_path / "run"

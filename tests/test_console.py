@@ -11,6 +11,8 @@ import pytest
 
 from conftest import REPO, run_cli
 
+pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
+
 
 def noisy_env(log):
     return {**os.environ, "PYTHONPATH": str(REPO / "tests" / "noisy"), "NOISY_LOG": str(log)}

@@ -13,8 +13,9 @@ from conftest import REPO
 from mindprint import checkpoint
 from mindprint.tracking import read_metrics
 
-TINY_RUN = ["+experiment=demo", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
-            "ppo.eval_every=0", "device=cpu"]
+pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
+
+TINY_RUN = ["+experiment=smoke", "device=cpu"]
 
 
 def launch(*args, processes=2, env=None):

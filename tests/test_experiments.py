@@ -33,6 +33,7 @@ def test_experiment_composes_and_dry_runs(name, tiny, tmp_path, capsys):
         assert "Linear8bitLt" in out
 
 
+@pytest.mark.slow
 def test_demo_dry_run_cli_prints_the_model_table(tiny):
     proc = run_cli("+experiment=demo", "reward=tiny", "dry_run=true")
     assert proc.returncode == 0, proc.stderr[-2000:]

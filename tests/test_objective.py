@@ -10,7 +10,8 @@ import torch
 
 from conftest import REPO, max_abs_log_ratio, model_variant, small_trainer
 from mindprint import ppo
-from mindprint.trainer import Timer, TokenStats
+from mindprint.rollout import Timer
+from mindprint.update import TokenStats
 from update_probe import cut
 
 TIMING = ("time/", "eps", "perf/")
@@ -30,22 +31,24 @@ def test_micro_batch_size_is_pure_gradient_accumulation(tmp_path, tiny):
     """One minibatch of 8 rows with 1 to 12 real tokens: micro-batches of 1, 2, 4 and 8 give one gradient, and
     `loss/*` is the minibatch's token mean, as worked out from a single forward."""
     trainer = small_trainer(tmp_path, "ppo.mini_batch_size=8")
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    learner = trainer.learner
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     r.mask = cut(r.mask)
     assert len(set(r.mask.sum(1).tolist())) >= 6
-    _, adv, returns = trainer.advantages(r)
+    _, adv, returns = trainer.estimate(r)
     with torch.no_grad():  # as after some updates: ratios away from 1, some clipped, a loss away from 0
         gen = torch.Generator().manual_seed(0)
-        for p in trainer.policy_params:
+        for p in learner.policy_params:
             p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    trainer.model.train()
+    learner.model.train()
     results = {}
+    counts = torch.stack([r.mask.sum(), torch.tensor(8.0)])  # the minibatch's real tokens and sequences
     for micro in (1, 2, 4, 8):
         trainer.p.micro_batch_size = micro
-        trainer.optimizer.zero_grad(set_to_none=True)
+        learner.optimizer.zero_grad(set_to_none=True)
         stats = TokenStats()
-        assert trainer.minibatch_gradients(r, torch.arange(8), adv, returns, r.mask.sum(), stats, first=False)
-        grads = [p.grad.clone() for p in trainer.policy_params + trainer.value_params]
+        assert learner.minibatch_gradients(r, torch.arange(8), adv, returns, counts, 0.05, stats, first=False)
+        grads = [p.grad.clone() for p in learner.policy_params + learner.value_params]
         results[micro] = grads, stats.averages(trainer.accelerator)
     whole, logged = results[8]
     for micro, (grads, stats) in results.items():
@@ -53,7 +56,7 @@ def test_micro_batch_size_is_pure_gradient_accumulation(tmp_path, tiny):
         for key in ("loss/policy_avg", "loss/value_avg"):
             assert stats[key] == pytest.approx(logged[key], rel=1e-5), (micro, key)
     with torch.no_grad():
-        logp, _, values = trainer.train_forward(r.rows(torch.arange(8)))
+        logp, _, values = learner.train_forward(r.rows(torch.arange(8)))
     ratio = torch.exp(logp - r.logprobs)
     assert ((ratio - 1).abs() > 0.2).any()
     surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
@@ -78,6 +81,7 @@ def probe(out, processes: int):
     return torch.load(out / "update.pt")
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_single_process_update(tmp_path, tiny):
     """The same 8 rows (1 to 12 real tokens) on one process, or 4 on each of two: the same whitened advantages,
     the same all-reduced gradient and loss, the same weights after the optimizer step."""
@@ -91,6 +95,7 @@ def test_two_processes_make_the_single_process_update(tmp_path, tiny):
         assert two["losses"][key] == pytest.approx(one["losses"][key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_a_checkpoints_generation_config_cannot_change_sampling(tmp_path, tiny):
     """Fields a checkpoint ships in generation_config.json (Qwen3-0.6B ships temperature, top_k, top_p) would
     reshape sampling while the PPO ratio and KL are computed from the plain logits: they must not act."""
@@ -116,20 +121,20 @@ def test_reference_copy_is_the_initial_policy_when_a_pad_token_is_added(tmp_path
     no_pad = model_variant(tiny["policy"], tmp_path / "no-pad", tokenizer_config={"pad_token": None})
     trainer = small_trainer(tmp_path / "run", f"model.name={no_pad}", "model.reference=copy")
     assert trainer.models.tokenizer.pad_token == "<|pad|>" and len(trainer.models.tokenizer) == 513
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     assert torch.equal(r.logprobs, r.ref_logprobs)
     with torch.no_grad():
-        kl = trainer.exact_kl(r.rows(torch.arange(8)), 1.0)
+        kl = trainer.actor.exact_kl(r.rows(torch.arange(8)), 1.0)
     assert (kl * r.mask).abs().max().item() == 0.0
 
 
 def test_no_hidden_optimizer_defaults_and_lr_is_the_rate_each_iteration_used(tmp_path, tiny):
     trainer = small_trainer(tmp_path / "a", "ppo.lr_scheduler=linear")
-    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.0, 0.0]  # torch's default is 0.01
+    assert [g["weight_decay"] for g in trainer.learner.optimizer.param_groups] == [0.0, 0.0]  # torch's default is 0.01
     history = trainer.train(progress=False)
     assert [h["lr"] for h in history] == pytest.approx([5e-3, 2.5e-3])  # linear over 2 iterations, from 5e-3
     decayed = small_trainer(tmp_path / "b", "ppo.weight_decay=0.1")
-    assert [g["weight_decay"] for g in decayed.optimizer.param_groups] == [0.1, 0.1]
+    assert [g["weight_decay"] for g in decayed.learner.optimizer.param_groups] == [0.1, 0.1]
 
 
 def test_whitening_statistics_count_every_process_by_hand():

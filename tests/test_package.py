@@ -1,15 +1,23 @@
 """mindprint installs as a package: the wheel holds the configs, and runs compose from any directory."""
 
+import pytest
+import shutil
 import subprocess
 import sys
 import zipfile
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
+
 
 def test_the_wheel_holds_the_configs_and_composes_a_run_from_another_directory(tmp_path, tiny):
+    source = tmp_path / "source"  # built from a copy: setuptools writes build/ and egg-info beside the sources
+    shutil.copytree(REPO / "mindprint", source / "mindprint", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = (tmp_path / "dist").glob("mindprint-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"mindprint/conf/config.yaml", "mindprint/conf/ppo/default.yaml", "mindprint/conf/experiment/demo.yaml",

@@ -108,17 +108,25 @@ def test_masked_whiten_uses_real_tokens_only():
     )
 
 
-def test_token_sum_over_a_minibatch_normaliser_by_hand():
-    """Rows of 2 and 1 real tokens: the minibatch's token mean is 7/3, however the rows are split."""
-    x, mask = t([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), t([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    assert ppo.token_sum_over(x, mask, None).item() == pytest.approx(7 / 3)
-    split = [ppo.token_sum_over(x[i : i + 1], mask[i : i + 1], t(3.0)).item() for i in (0, 1)]
-    assert split == pytest.approx([3 / 3, 4 / 3])  # summed: 7/3 again; per-row token means would give 1.5 + 4
+def test_losses_reduced_over_a_minibatch_normaliser_by_hand():
+    """Rows of 2 and 1 real tokens: with the whole minibatch's 3 tokens as normaliser, each row's share sums to
+    the minibatch's token mean, however the rows are split (a token mean per row would give 1.5 + 4)."""
+    from functools import partial
+
+    from mindprint.estimators import aggregate
+
+    mask = t([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    reduce = partial(aggregate, mode="token_mean", n_tokens=t(3.0), n_seqs=t(2.0), max_len=3)
     old, adv = t([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), t([[1.0, 1.0, 9.0], [-2.0, 9.0, 9.0]])
     new = t([[math.log(1.5), 0.0, 0.0], [0.0, 0.0, 0.0]])
-    loss, _ = ppo.policy_loss(new, old, adv, mask, cliprange=0.2, normaliser=t(3.0))
+    loss, _ = ppo.policy_loss(new, old, adv, mask, cliprange=0.2, reduce=lambda x: reduce(x, mask))
     # token 0: max(−1.5, −1.2) = −1.2; token 1: −1; token 3: 2 → (−1.2 − 1 + 2)/3
     assert loss.item() == pytest.approx(-0.2 / 3)
+    rows = [ppo.policy_loss(new[i:i + 1], old[i:i + 1], adv[i:i + 1], mask[i:i + 1], 0.2,
+                            reduce=lambda x, i=i: reduce(x, mask[i:i + 1]))[0].item() for i in (0, 1)]
+    assert rows == pytest.approx([-2.2 / 3, 2 / 3]) and sum(rows) == pytest.approx(loss.item())
+    penalised, _ = ppo.policy_loss(new, old, adv, mask, 0.2, penalty=t([[0.3, 0.3, 5.0], [0.3, 5.0, 5.0]]))
+    assert penalised.item() == pytest.approx((-1.2 - 1 + 2 + 0.9) / 3)  # default: the batch's token mean
     values, returns = t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), t([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
-    vloss, _ = ppo.value_loss(values, values, returns, mask, cliprange_value=0.2, normaliser=t(3.0))
+    vloss, _ = ppo.value_loss(values, values, returns, mask, cliprange_value=0.2, reduce=lambda x: reduce(x, mask))
     assert vloss.item() == pytest.approx(0.5 * (1 + 0 + 4) / 3)

@@ -22,8 +22,9 @@ from mindprint.cli import compose
 from mindprint.job import execute
 from mindprint.tracking import read_metrics
 
-TINY_RUN = ["+experiment=demo", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
-            "ppo.eval_every=0"]
+pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
+
+TINY_RUN = ["+experiment=smoke"]
 TIMING = ("time/", "eps", "perf/")
 
 

@@ -17,7 +17,7 @@ from mindprint.rewards import RewardModelScorer, build_scorer
 from mindprint.cli import compose
 from mindprint.job import execute
 from mindprint.tracking import read_metrics
-from mindprint.trainer import Timer, sequence_inputs
+from mindprint.rollout import Timer, sequence_inputs
 
 DESIGN_METRICS = [
     "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "objective/scores",
@@ -39,6 +39,7 @@ def mean(rows, key):
     return sum(r[key] for r in rows) / len(rows)
 
 
+@pytest.mark.slow
 def test_it_learns(demo_run):
     _, metrics, _ = demo_run
     assert len(metrics) == 40
@@ -51,6 +52,7 @@ def test_it_learns(demo_run):
     assert metrics[-1]["eval/scores"] > metrics[9]["eval/scores"] and metrics[-1]["eval/kl"] > 0
 
 
+@pytest.mark.slow
 def test_every_iteration_logs_the_design_metrics(demo_run):
     _, metrics, _ = demo_run
     for m in metrics:
@@ -60,11 +62,13 @@ def test_every_iteration_logs_the_design_metrics(demo_run):
     assert metrics[0]["objective/kl"] == 0.0  # policy = reference until the first update
 
 
+@pytest.mark.slow
 def test_old_logprobs_match_training_forward_ratio_one_on_first_minibatch(demo_run):
     _, metrics, _ = demo_run
     assert all(m["val/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5) for m in metrics)
 
 
+@pytest.mark.slow
 def test_adaptive_kl_coef_follows_the_controller(demo_run):
     _, metrics, _ = demo_run
     for prev, cur in zip(metrics, metrics[1:]):
@@ -72,6 +76,7 @@ def test_adaptive_kl_coef_follows_the_controller(demo_run):
         assert cur["objective/kl_coef"] == pytest.approx(prev["objective/kl_coef"] * (1 + e * 32 / 1000))
 
 
+@pytest.mark.slow
 def test_run_directory_holds_adapter_and_value_weights(demo_run, tiny):
     run_dir, _, _ = demo_run
     base = AutoModelForCausalLM.from_pretrained(tiny["policy"])
@@ -86,7 +91,7 @@ def test_run_directory_holds_adapter_and_value_weights(demo_run, tiny):
 def test_reference_equals_policy_before_update_and_base_weights_never_change(tmp_path, tiny):
     trainer = small_trainer(tmp_path)
     base = {n: p.detach().clone() for n, p in trainer.models.policy.named_parameters() if "lora_" not in n}
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     assert torch.equal(r.logprobs, r.ref_logprobs)
     trainer.train(progress=False)
     after = dict(trainer.models.policy.named_parameters())
@@ -96,7 +101,7 @@ def test_reference_equals_policy_before_update_and_base_weights_never_change(tmp
 
 def test_micro_batches_drop_shared_padding_and_score_as_in_the_full_batch(tmp_path, tiny):
     trainer = small_trainer(tmp_path)
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     short = r.query_mask.sum(1).argsort()[:2]  # the two shortest prompts: padding columns they share
     rows = r.rows(short)
     input_ids, attention_mask, _ = sequence_inputs(**rows)
@@ -104,7 +109,7 @@ def test_micro_batches_drop_shared_padding_and_score_as_in_the_full_batch(tmp_pa
     assert padded > 0 and input_ids.shape[1] == rows["queries"].shape[1] + rows["responses"].shape[1] - padded
     assert attention_mask[:, 0].any()
     with torch.no_grad():
-        logp, _, values = trainer.train_forward(rows)
+        logp, _, values = trainer.learner.train_forward(rows)
     assert torch.allclose(logp, r.logprobs[short], atol=1e-5)
     assert torch.allclose(values, r.values[short], atol=1e-5)
 
@@ -113,10 +118,10 @@ def test_generation_in_rollout_batch_size_chunks_gives_the_same_greedy_responses
     whole, chunked = small_trainer(tmp_path / "a"), small_trainer(tmp_path / "b", "ppo.rollout_batch_size=3")
     prompts = whole.sampler.batch(0, 8)
     rows_per_call = []
-    generate = chunked.policy.generate
-    chunked.policy.generate = lambda **kw: rows_per_call.append(len(kw["input_ids"])) or generate(**kw)
-    _, _, expected, expected_mask = whole.generate(prompts, temperature=0.0)
-    queries, query_mask, responses, mask = chunked.generate(prompts, temperature=0.0)
+    generate = chunked.actor.policy.generate
+    chunked.actor.policy.generate = lambda **kw: rows_per_call.append(len(kw["input_ids"])) or generate(**kw)
+    _, _, expected, expected_mask = whole.actor.generate(prompts, temperature=0.0)
+    queries, query_mask, responses, mask = chunked.actor.generate(prompts, temperature=0.0)
     assert rows_per_call == [3, 3, 2]
     assert queries.shape[0] == responses.shape[0] == 8 and query_mask.shape == queries.shape
     assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
@@ -127,7 +132,7 @@ def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
     pad = trainer.models.tokenizer.pad_token_id
     lengths = []
     for it in range(3):
-        _, _, responses, mask = trainer.generate(trainer.sampler.batch(it, 8), temperature=1.0)
+        _, _, responses, mask = trainer.actor.generate(trainer.sampler.batch(it, 8), temperature=1.0)
         assert responses.shape == (8, 40)
         for row, m in zip(responses, mask):
             lengths.append(int(m.sum()))
@@ -135,6 +140,7 @@ def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
     assert min(lengths) < 40 == max(lengths)  # some one-row chunks stopped early, others ran to the limit
 
 
+@pytest.mark.slow
 def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weights(tmp_path, tiny):
     """ppo.kv_cache=static: transformers compiles the decoding step (on GPUs; here forced onto the CPU), which
     must give the tokens the eager loop gives, stay one graph across prompt lengths, and see weight updates."""
@@ -144,13 +150,13 @@ def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weight
     eager, static = small_trainer(tmp_path / "a"), small_trainer(tmp_path / "b", "ppo.kv_cache=static")
     compile_config = CompileConfig()
     compile_config._compile_all_devices = True  # transformers' switch for compiling off-GPU, meant for tests
-    static.policy.generation_config.compile_config = compile_config
+    static.actor.policy.generation_config.compile_config = compile_config
     graphs = counters["stats"]["unique_graphs"]
     widths = set()
     for it in range(3):
         prompts = eager.sampler.batch(it, 8)
-        queries, _, expected, expected_mask = eager.generate(prompts, temperature=0.0)
-        _, _, responses, mask = static.generate(prompts, temperature=0.0)
+        queries, _, expected, expected_mask = eager.actor.generate(prompts, temperature=0.0)
+        _, _, responses, mask = static.actor.generate(prompts, temperature=0.0)
         assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
         widths.add(queries.shape[1])
         if it == 0:
@@ -160,16 +166,16 @@ def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weight
     with torch.no_grad():
         for trainer in (eager, static):
             gen = torch.Generator().manual_seed(0)
-            for p in trainer.policy_params:
+            for p in trainer.learner.policy_params:
                 p.add_(torch.randn(p.shape, generator=gen))
     prompts = eager.sampler.batch(0, 8)
-    after = static.generate(prompts, temperature=0.0)[2]
-    assert torch.equal(after, eager.generate(prompts, temperature=0.0)[2]) and not torch.equal(after, before)
+    after = static.actor.generate(prompts, temperature=0.0)[2]
+    assert torch.equal(after, eager.actor.generate(prompts, temperature=0.0)[2]) and not torch.equal(after, before)
 
 
 def test_masks_and_missing_eos_penalty(tmp_path, tiny):
     trainer = small_trainer(tmp_path, "ppo.missing_eos_penalty=-3.0")
-    r = trainer.rollout(trainer.sampler.batch(0, 8), Timer())
+    r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     stops = torch.tensor(trainer.models.stop_ids)
     ended = (torch.isin(r.responses, stops) & r.mask.bool()).any(1)
     assert (r.scores[~ended] == -3.0).all()
@@ -197,6 +203,7 @@ def test_golden_first_iterations(tmp_path, tiny):
     assert_golden(small_trainer(tmp_path).train(progress=False))
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_keeps_the_numbers(tmp_path, tiny, recwarn):
     trainer = small_trainer(tmp_path, "model.gradient_checkpointing=true")
     assert not [w for w in recwarn if "gradient_checkpointing_enable" in str(w.message)]  # renamed in transformers 5
@@ -204,6 +211,7 @@ def test_gradient_checkpointing_keeps_the_numbers(tmp_path, tiny, recwarn):
     assert_golden(trainer.train(progress=False))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path, tiny):
     a = small_trainer(tmp_path / "a").train(progress=False)
     b = small_trainer(tmp_path / "b").train(progress=False)
@@ -237,10 +245,10 @@ def test_topics_get_steps_per_topic_iterations_each(tiny):
     assert [t.pop() for t in topics] == ["sea"] * 3 + ["city"] * 3 + ["garden"] * 3
 
 
+@pytest.mark.slow
 def test_cli_run_writes_metrics_and_artifacts(tmp_path, tiny):
     run_dir = tmp_path / "run"
-    proc = run_cli("+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli("+experiment=smoke", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 2
     assert (run_dir / "adapter" / "adapter_config.json").exists()

@@ -31,6 +31,7 @@ def voice_rm(tmp_path_factory, tiny):
     return root / "reward"
 
 
+@pytest.mark.slow
 def test_voice_reward_model_separates_held_out_pairs(voice_rm):
     result = json.loads((voice_rm / "eval.json").read_text())
     assert result["pairs"] == 100
@@ -38,6 +39,7 @@ def test_voice_reward_model_separates_held_out_pairs(voice_rm):
     assert (voice_rm / "model" / "config.json").exists() and (voice_rm / "model" / "tokenizer.json").exists()
 
 
+@pytest.mark.slow
 def test_ppo_against_the_voice_reward_model_raises_its_score(voice_rm, tmp_path):
     cfg = compose(["+experiment=voice_demo", f"reward.path={voice_rm / 'model'}", "ppo.steps=24", "ppo.eval_every=0"])
     assert cfg.reward.name == str(voice_rm / "model") and cfg.reward.quantization == "8bit"
@@ -55,6 +57,7 @@ def test_malformed_preference_file_names_the_missing_column(tmp_path):
         load_pairs(PairsConfig(name=str(bad), eval_size=1), seed=0)
 
 
+@pytest.mark.slow
 def test_malformed_preference_file_from_the_cli_is_one_line_exit_2(tmp_path, tiny):
     bad = tmp_path / "pairs.csv"
     bad.write_text("prompt,chosen\np,c\n")

@@ -21,7 +21,10 @@ from mindprint.data import load_prompts
 from mindprint.models import build_models
 from mindprint.rewards import build_scorer
 from mindprint.cli import compose
-from mindprint.trainer import PPOTrainer, Rollout, Timer, TokenStats
+from mindprint import distributed
+from mindprint.rollout import Rollout, Timer
+from mindprint.trainer import Trainer
+from mindprint.update import TokenStats
 
 LENGTHS = [12, 3, 7, 1, 12, 5, 9, 2]  # real tokens per row after the cut (response_length 12)
 
@@ -47,28 +50,30 @@ def main() -> None:
     set_seed(cfg.seed)  # the same models on every process
     models = build_models(cfg, accelerator.device)
     prompts = load_prompts(cfg.data, models.tokenizer, cfg.seed)
-    trainer = PPOTrainer(cfg, models, prompts, build_scorer(cfg.reward, None, None), out, accelerator)
+    trainer = Trainer(cfg, models, prompts, build_scorer(cfg.reward, None, None), out, accelerator)
     torch.manual_seed(0)  # the same samples on every process
-    full = trainer.rollout(prompts.train[:8], Timer())
+    full = trainer.actor.rollout(prompts.train[:8], Timer())
     full.mask = cut(full.mask)
     mine = torch.arange(rank * 8 // world, (rank + 1) * 8 // world)
     r = rows_of(full, mine)
-    _, adv, returns = trainer.advantages(r)
+    _, adv, returns = trainer.estimate(r)
+    learner = trainer.learner
     torch.save(adv, out / f"advantages-{rank}.pt")
     with torch.no_grad():  # the same change on every process, as after some updates: ratios away from 1
         gen = torch.Generator().manual_seed(0)
-        for p in trainer.policy_params:
+        for p in learner.policy_params:
             p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    trainer.model.train()
+    learner.model.train()
     stats = TokenStats()
-    n_tokens = trainer.sum_all(r.mask.sum())
-    assert trainer.minibatch_gradients(r, torch.arange(len(mine)), adv, returns, n_tokens, stats, first=False)
-    grads = [p.grad.clone() for p in trainer.policy_params + trainer.value_params]
+    counts = distributed.sum_all(accelerator, torch.stack([r.mask.sum(), torch.tensor(float(len(mine)))]))
+    assert learner.minibatch_gradients(r, torch.arange(len(mine)), adv, returns, counts, trainer.kl_coef, stats,
+                                       first=False)
+    grads = [p.grad.clone() for p in learner.policy_params + learner.value_params]
     losses = stats.averages(accelerator)
-    trainer.clip_gradients()
-    trainer.step_optimizer()
+    learner.clip_gradients()
+    learner.step_optimizer()
     if rank == 0:
-        weights = [p.detach().clone() for p in trainer.policy_params + trainer.value_params]
+        weights = [p.detach().clone() for p in learner.policy_params + learner.value_params]
         torch.save({"grads": grads, "weights": weights, "losses": losses}, out / "update.pt")
     accelerator.end_training()
 
