@@ -37,6 +37,10 @@ sweep: install  ## the LoRA-rank sweep (1, 8, 32) on the demo models, offline, t
 	$(PY) -m mindprint.run +experiment=rank_sweep hydra.sweep.dir=outputs/sweeps/rank_sweep -m
 	$(PY) -m mindprint.compare outputs/sweeps/rank_sweep
 
+algo-sweep: install  ## PPO, GRPO, RLOO and REINFORCE++ on the demo, 3 seeds each at equal episodes, then the report
+	$(PY) -m mindprint.run +experiment=algo_sweep hydra.sweep.dir=outputs/sweeps/algo_sweep -m
+	$(PY) -m mindprint.compare outputs/sweeps/algo_sweep
+
 voice-demo: install  ## the voice pipeline offline: synthetic pairs → tiny voice reward model (TRL) → PPO against it
 	$(PY) -m mindprint.voice outputs/voice/pairs.jsonl 1000
 	$(PY) -m mindprint.train_reward model=tiny pairs.name=outputs/voice/pairs.jsonl device=cpu \

@@ -173,7 +173,8 @@ CRITIC_KEYS = ("ppo.vf_coef", "ppo.cliprange_value", "ppo.value_learning_rate", 
 
 @dataclass
 class AlgoConfig:
-    """The advantage estimator and what goes with it; conf/algo/NAME.yaml holds each paper's choices.
+    """The advantage estimator and what goes with it; conf/algo/NAME.yaml holds each paper's estimator, group
+    size, loss aggregation and KL placement (β stays ppo.init_kl_coef for all: one KL budget to compare at).
 
     ppo           GAE(γ, λ) on per-token rewards with a value model          Schulman et al. 2017
     grpo          Â = (r − mean_group)/(std_group + ε) on every token        Shao et al. 2024 (arXiv:2402.03300)

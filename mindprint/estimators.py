@@ -144,7 +144,7 @@ def aggregate(
     def as_t(n) -> torch.Tensor:
         return torch.as_tensor(n, dtype=per_token_loss.dtype, device=per_token_loss.device).clamp(min=1)
 
-    row_sums = (per_token_loss * mask).sum(dim=1)
+    row_sums = torch.where(mask.bool(), per_token_loss, 0.0).sum(dim=1)  # padding cannot bring NaN in
     if mode == "token_mean":
         return row_sums.sum() / as_t(n_tokens)
     if mode == "seq_mean_token_mean":
@@ -152,14 +152,17 @@ def aggregate(
     return row_sums.sum() / (as_t(n_seqs) * max_len)
 
 
-def grpo_kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
-    """β·D_KL per token, added to the per-token loss (KL in the loss, not in the reward).
+def grpo_kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """β·D_KL per real token (0 on padding), added to the per-token loss (KL in the loss, not in the reward).
 
     D_KL = π_ref/π_θ − log(π_ref/π_θ) − 1 = exp(ref − logp) − (ref − logp) − 1
     (GRPO, Shao et al. 2024, arXiv:2402.03300, eq. 4; Schulman 2020's k3, `ppo.kl_per_token(..., "k3")`).
-    Differentiable in `logprobs`; padding is left to `aggregate`'s mask.
+    Differentiable in `logprobs`. Padding positions are set equal before the exp, so a padding token's
+    extreme log-prob cannot overflow into Inf (and Inf·0 into NaN).
     """
-    return beta * ppo.kl_per_token(logprobs, ref_logprobs, "k3")
+    real = mask.bool()
+    return beta * ppo.kl_per_token(torch.where(real, logprobs, ref_logprobs), ref_logprobs, "k3") * mask
 
 
 def estimate(

@@ -99,7 +99,10 @@ def load_tokenizer(key: str, name: str, padding_side: str) -> PreTrainedTokenize
     return tok
 
 
-DROPOUT_RATES = ("attention_dropout", "hidden_dropout", "dropout")
+def is_dropout_rate(name: str) -> bool:
+    """Attribute names that hold a dropout rate across architectures: attention_dropout, hidden_dropout,
+    classifier_dropout, attention_probs_dropout_prob, resid_pdrop, ..."""
+    return "dropout" in name or name.endswith("pdrop")
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -112,8 +115,11 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(module, nn.Dropout):
             module.p = 0.0
         for holder in (module, getattr(module, "config", None)):
-            for attr in DROPOUT_RATES:
-                if holder is not None and isinstance(getattr(holder, attr, None), float):
+            if holder is None:
+                continue
+            names = holder.to_dict() if hasattr(holder, "to_dict") else vars(holder)
+            for attr in [a for a in names if is_dropout_rate(a)]:
+                if isinstance(getattr(holder, attr, None), float):
                     setattr(holder, attr, 0.0)
 
 

@@ -147,7 +147,7 @@ def policy_loss(
         how many real tokens its micro-batch happens to hold).
     clipfrac = mean_t [clipped term > unclipped term];  approxkl = mean_t ½(log ρ_t)²
     """
-    log_ratio = logprobs - old_logprobs
+    log_ratio = torch.where(mask.bool(), logprobs - old_logprobs, 0.0)  # padding cannot overflow the exp
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)

@@ -103,7 +103,9 @@ class Trainer:
         gather = self.accelerator.gather
         lengths = gather(r.mask.sum(1))
         kl_sum = gather(((r.logprobs - r.ref_logprobs) * r.mask).sum(1))  # k1, as the controller reads it
-        non_score = gather((-self.kl_coef * kl).sum(1))
+        # the KL penalty in the reward; with algo.kl_in=loss it is in the loss (policy/kl_penalty_avg) instead
+        in_reward = self.kl_coef if self.algo.kl_in == "reward" else 0.0
+        non_score = gather((-in_reward * kl).sum(1))
         scores = gather(r.scores)
         n_episodes = len(scores)
         self.episode += n_episodes

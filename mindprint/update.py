@@ -125,7 +125,8 @@ class Learner:
             logp, entropy, new_values = self.train_forward(rows)
             penalty = None
             if self.algo.kl_in == "loss":
-                penalty = estimators.grpo_kl_penalty(logp, r.ref_logprobs[i], kl_coef)
+                penalty = estimators.grpo_kl_penalty(logp, r.ref_logprobs[i], kl_coef, mask)
+                stats.add("policy/kl_penalty_avg", ppo.masked_mean(penalty.detach(), mask), mask.sum())
             pg_loss, pg = ppo.policy_loss(logp, r.logprobs[i], adv[i], mask, self.p.cliprange,
                                           reduce=partial(reduce, mask=mask), penalty=penalty)
             loss = pg_loss
@@ -190,6 +191,8 @@ class Learner:
                             stats.add(name, norm, one)
                     else:
                         skipped = True
+                        if self.optimizer.scaler is not None:  # fp16: the scaler skips this step, lowers its scale
+                            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return stats.averages(self.accelerator), skipped

@@ -29,7 +29,8 @@ def test_each_critic_free_algorithm_learns_on_the_demo(tmp_path, tiny, algo):
     first, last = metrics[:8], metrics[-8:]
     print(f"{algo}: scores {mean(first, 'objective/scores'):.2f} → {mean(last, 'objective/scores'):.2f}, "
           f"KL {mean(last, 'objective/kl'):.2f}, clipfrac {mean(metrics, 'policy/clipfrac_avg'):.2f}")
-    assert mean(last, "objective/scores") > mean(first, "objective/scores") + 1.0
+    # a batch mean of 32 scores spread ~1.8 varies by ~0.3, a mean of 8 such by ~0.1: +0.5 is a clear rise
+    assert mean(last, "objective/scores") > mean(first, "objective/scores") + 0.5
     for m in metrics:
         assert all(math.isfinite(v) for k, v in m.items() if isinstance(v, float)), m
         assert "loss/value_avg" not in m and "val/grad_norm" not in m  # no critic

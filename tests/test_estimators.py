@@ -312,12 +312,13 @@ def test_aggregate_unknown_mode_lists_the_allowed_ones():
 
 
 def test_grpo_kl_penalty_by_hand():
-    logp = t([[math.log(0.5), math.log(0.25)]])
-    ref = t([[math.log(0.25), math.log(0.25)]])
-    pen = est.grpo_kl_penalty(logp, ref, beta=0.1)
-    # token 0: π_ref/π = 0.5 → 0.5 − log 0.5 − 1 = −0.5 + log 2; token 1: ratio 1 → 1 − 0 − 1 = 0
-    assert pen.tolist()[0] == pytest.approx([0.1 * (-0.5 + math.log(2)), 0.0], abs=1e-15)
+    logp = t([[math.log(0.5), math.log(0.25), -500.0]])
+    ref = t([[math.log(0.25), math.log(0.25), 0.0]])
+    mask = t([[1.0, 1.0, 0.0]])  # the last position is padding with an extreme log-prob: exp(500) would overflow
+    pen = est.grpo_kl_penalty(logp, ref, beta=0.1, mask=mask)
+    # token 0: π_ref/π = 0.5 → 0.5 − log 0.5 − 1 = −0.5 + log 2; token 1: ratio 1 → 1 − 0 − 1 = 0; padding: 0
+    assert pen.tolist()[0] == pytest.approx([0.1 * (-0.5 + math.log(2)), 0.0, 0.0], abs=1e-15)
     # ∂/∂logp of exp(ref − logp) − (ref − logp) − 1 is 1 − exp(ref − logp): 0.5 at token 0
     logp = logp.clone().requires_grad_()
-    est.grpo_kl_penalty(logp, ref, beta=0.1).sum().backward()
-    assert logp.grad.tolist()[0] == pytest.approx([0.05, 0.0], abs=1e-15)
+    est.grpo_kl_penalty(logp, ref, beta=0.1, mask=mask).sum().backward()
+    assert logp.grad.tolist()[0] == pytest.approx([0.05, 0.0, 0.0], abs=1e-15)

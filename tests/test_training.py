@@ -46,6 +46,10 @@ def test_it_learns(demo_run):
     first, last = metrics[:8], metrics[-8:]
     # the tiny reward model's scores spread ~1.8 across responses at the start
     assert mean(last, "objective/scores") > mean(first, "objective/scores") + 1.0
+    # healthy PPO: about a fifth of the tokens clipped, the KL held near ppo.target_kl=6 by a β that moves
+    assert mean(metrics, "policy/clipfrac_avg") < 0.3
+    assert 3.0 < mean(last, "objective/kl") < 12.0
+    assert abs(metrics[-1]["objective/kl_coef"] / 0.1 - 1) > 0.1
     assert all(math.isfinite(m["objective/kl"]) for m in metrics)
     assert mean(last, "objective/kl") > 0
     assert all(0.0 <= m["policy/clipfrac_avg"] <= 1.0 and 0.0 <= m["val/clipfrac_avg"] <= 1.0 for m in metrics)
@@ -73,7 +77,7 @@ def test_adaptive_kl_coef_follows_the_controller(demo_run):
     _, metrics, _ = demo_run
     for prev, cur in zip(metrics, metrics[1:]):
         e = min(max(prev["objective/kl"] / 6.0 - 1.0, -0.2), 0.2)
-        assert cur["objective/kl_coef"] == pytest.approx(prev["objective/kl_coef"] * (1 + e * 32 / 1000))
+        assert cur["objective/kl_coef"] == pytest.approx(prev["objective/kl_coef"] * (1 + e * 32 / 320))
 
 
 @pytest.mark.slow
@@ -186,10 +190,10 @@ def test_masks_and_missing_eos_penalty(tmp_path, tiny):
 
 
 GOLDEN = {  # first two iterations of small_trainer() on CPU, seed 0 (regenerate only for an intended change)
-    1: {"loss/policy_avg": -0.10815056, "loss/value_avg": 4.03802061, "objective/scores": -1.49754095,
+    1: {"loss/policy_avg": -0.08397732, "loss/value_avg": 4.03802061, "objective/scores": -1.49754095,
         "objective/kl": 0.0},
-    2: {"loss/policy_avg": -0.09868561, "loss/value_avg": 2.33667946, "objective/scores": 0.14149265,
-        "objective/kl": 0.27577341},
+    2: {"loss/policy_avg": -0.06331748, "loss/value_avg": 1.21661699, "objective/scores": -0.86007178,
+        "objective/kl": 0.01006565},
 }
 
 
