@@ -5,8 +5,13 @@ RUN_DIR/checkpoints/iter-000050/
     value_model.safetensors    the value model's trainable weights (only with a critic: algo=ppo)
     trainer_state.pt           optimizer, scheduler, β, counters, W&B id, config
     process-N.pt               each process's prompt sampler and RNG states
+    manifest.json              every other file's size and sha256, written last, before the rename
 
 What a trainer's state is, and how it is restored, lives here too (`save`, `restore`).
+
+A checkpoint can still be damaged after its rename: a crash while copying a run, a full disk, leave files cut
+short or missing. Resume and export take the newest intact checkpoint (`newest_intact`), naming each damaged
+one skipped in a warning; what is checked, and what it costs, is `verify`'s docstring.
 
 Checkpoints are data, not code: the .pt files hold only tensors and plain Python types (plus the few
 DeepSpeed types named in `_zero_optimizer_types`), and are read with torch's safe loader
@@ -17,6 +22,8 @@ anything in it. A file that needs more is refused in one line (`CheckpointRefuse
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import random
 import re
@@ -47,14 +54,20 @@ FORMAT = 1
 NEW_RUN = "start a new run directory"
 # Keys that may change between a checkpoint and its resumption without changing the run itself.
 RESUMABLE_CHANGES = ("resume", "dry_run", "device", "ppo.steps", "logger.", "checkpoint.")
+MANIFEST = "manifest.json"
+DIGEST = "sha256"  # hashlib's, through OpenSSL: about 1 GiB/s on one core with SHA extensions
+# Files up to this size have their hash checked whenever a checkpoint is picked; bigger ones their size (see verify).
+HASHED_WHEN_PICKED = 256 * 2**20
+ZIP_START, ZIP_END = b"PK\x03\x04", b"PK\x05\x06"  # a zip's first bytes, and its last record's (torch.save's .pt)
+SAFETENSORS_MAX_HEADER = 100_000_000  # what the safetensors library accepts
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a temporary directory is never complete)."""
+    """Checkpoints, oldest first: every renamed one, intact or not (a temporary directory is never renamed)."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("iter-*") if (p / STATE).exists())
+    return sorted(p for p in root.glob("iter-*") if p.is_dir())
 
 
 def latest(run_dir: Path) -> Optional[Path]:
@@ -82,22 +95,57 @@ def begin(run_dir: Path, iteration: int, create: bool) -> Path:
 def commit(
     tmp: Path, adapter_saver, value_weights: Optional[dict[str, torch.Tensor]], state: dict[str, Any], keep: int
 ) -> Path:
-    """Write the shared part beside the per-process files, then rename: the checkpoint appears whole or not at all."""
+    """Write the shared part beside the per-process files and the manifest of them all, then rename: the checkpoint
+    appears whole or not at all.
+
+    Kept: this checkpoint and the keep - 1 before it. A newer one is left alone: it is one a resume skipped as
+    damaged, replaced whole when the run gets there again.
+    """
     adapter_saver(tmp / "adapter")
     if value_weights is not None:  # a critic-free algorithm has no value model to save
         save_file(value_weights, str(tmp / VALUE_WEIGHTS))
-    save_state(state, tmp / STATE)
+    save_state({**state, "manifest": MANIFEST}, tmp / STATE)  # so that a manifest lost in a copy is missed
+    write_manifest(tmp)
     final = tmp.parent / tmp.name.removeprefix(".tmp-")
     if final.exists():  # the same iteration saved again after a resume: replace it whole
         shutil.rmtree(final)
     os.rename(tmp, final)
-    for old in checkpoint_dirs(tmp.parent.parent)[:-keep]:
+    older = [p for p in checkpoint_dirs(tmp.parent.parent) if p.name < final.name]
+    for old in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _digest(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, DIGEST).hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """manifest.json: the size and hash of every file of the checkpoint being written in `directory`.
+
+    Hashed right after the files are written, from the page cache: sha256 at about 1 GiB/s, so some 7 s of one
+    core for a checkpoint with a 6.7 GiB value model, once per checkpoint.
+    """
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, DIGEST: _digest(p)} for p in files}
+    (directory / MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
+
+
 class CheckpointRefused(ConfigError):
-    """A checkpoint file that is not what mindprint writes; one line naming it. Nothing in it was run."""
+    """A checkpoint file that is not what mindprint writes; one line naming it. Nothing in it was run.
+
+    Never skipped for an older checkpoint: a file that refers to code, or a pickle where weights should be, is
+    someone's doing, and resuming quietly from an older checkpoint would hide it.
+    """
+
+
+class CheckpointDamaged(ConfigError):
+    """A checkpoint with a file missing, cut short, or unlike its manifest: skipped for an older one."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path.parent.name}/{path.name} is damaged ({reason})")
 
 
 @lru_cache(maxsize=None)
@@ -139,7 +187,9 @@ def load_state(path: Path, name: str = STATE, mmap: bool = False) -> dict[str, A
         raise CheckpointRefused(f"{file} is missing: the checkpoint is incomplete ({NEW_RUN})")
     try:
         with torch.serialization.safe_globals(list(_zero_optimizer_types())):
-            state = torch.load(file, weights_only=True, mmap=mmap, map_location="cpu" if mmap else None)
+            # on the CPU: restore() moves each tensor to its parameter's device, so N processes do not all
+            # load onto the device that saved it (and a checkpoint saved on a GPU resumes on a CPU)
+            state = torch.load(file, weights_only=True, mmap=mmap, map_location="cpu")
     except Exception as err:  # whatever the file holds, it is not a checkpoint we can read safely
         raise CheckpointRefused(f"{file} was refused: {_why(err)}; nothing in it was run ({NEW_RUN})") from None
     found = state.get("format") if isinstance(state, dict) else None
@@ -170,14 +220,149 @@ def has_critic(state: dict[str, Any]) -> bool:
     return state["config"]["algo"]["name"] not in CRITIC_FREE
 
 
-def verify(path: Path) -> None:
-    """Check every file of the checkpoint at `path` before anything of it is used (cheap: no tensor is read)."""
-    state = load_state(path, STATE, mmap=True)
-    for file in sorted(path.glob("process-*.pt")):
-        load_state(path, file.name, mmap=True)
-    check_safetensors(path / "adapter" / ADAPTER_WEIGHTS)
-    if has_critic(state):
-        check_safetensors(path / VALUE_WEIGHTS)
+def _cut_short(file: Path) -> bool:
+    """Whether `file` looks like the start of a longer file, by its own structure: an empty file, a zip without
+    its closing record (torch.save's .pt: the record is its last 22 bytes), a safetensors file shorter than its
+    header says, a JSON file that does not parse. Anything else is left to the safe loaders to accept or refuse."""
+    size = file.stat().st_size
+    if size == 0:
+        return True
+    with open(file, "rb") as f:
+        if file.suffix == ".json":
+            try:
+                json.loads(f.read())
+                return False
+            except ValueError:
+                return True
+        head = f.read(9)
+        if file.suffix == ".pt":
+            if not (head.startswith(ZIP_START) or ZIP_START.startswith(head)):
+                return False  # not a zip: for the loader to refuse
+            start = max(size - 65_557, 0)  # the closing record: 22 bytes and at most a 64 KiB comment
+            f.seek(start)
+            tail = f.read()
+            at = tail.rfind(ZIP_END)
+            if at < 0 or at + 22 > len(tail):
+                return True
+            return at + 22 + int.from_bytes(tail[at + 20:at + 22], "little") > len(tail)  # + its comment
+        if file.suffix == ".safetensors":
+            if size < 8:
+                return True
+            length = int.from_bytes(head[:8], "little")
+            if length > SAFETENSORS_MAX_HEADER or head[8:9] not in (b"", b"{"):
+                return False  # not a safetensors file (a pickle, say): for the loader to refuse
+            if size < 8 + length:
+                return True
+            f.seek(8)
+            try:
+                header = json.loads(f.read(length))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                return False
+            return size < 8 + length + end
+    return False
+
+
+def _read_manifest(path: Path) -> tuple[Optional[dict[str, dict]], Optional[str]]:
+    """(the files manifest.json lists, or None without one; why it is damaged, or None)."""
+    file = path / MANIFEST
+    if not file.is_file():
+        return None, None
+    try:
+        files = json.loads(file.read_text())["files"]
+        sizes = {rel: int(entry["size"]) for rel, entry in files.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, f"{MANIFEST}: unreadable"
+    inside = path.resolve()
+    for rel in sizes:
+        if not (path / rel).resolve().is_relative_to(inside):
+            raise CheckpointRefused(f"{file} was refused: it lists {rel!r}, outside the checkpoint ({NEW_RUN})")
+    return files, None
+
+
+def verify(path: Path, hash_limit: Optional[int] = HASHED_WHEN_PICKED) -> dict[str, Any]:
+    """Check every file of the checkpoint at `path` before anything of it is used; its trainer state.
+
+    Raises CheckpointRefused for a file the safe loaders refuse (it would need code to load), and otherwise
+    CheckpointDamaged for a file missing, cut short, or unlike the manifest written at commit. A file cut short
+    is recognised by its own structure and never reaches a loader; every other tensor file is opened by its
+    loader even when another file is damaged, so that a refused file is never skipped as merely damaged.
+
+    What is read: the .pt files' pickles and the safetensors headers (no tensor data: cheap at any size), every
+    file's size against the manifest (a stat), and the hash of every file up to `hash_limit` bytes (None: all).
+    The default, 256 MiB, hashes the adapter, the per-process states and configs, and the whole of a small or
+    critic-free run's checkpoint, but not a big value model or its optimizer state: hashing a 6.7 GiB value
+    model is some 7 s of one core plus 6.7 GiB read from disk (a minute on slow network storage) that `restore`
+    then reads again, and it adds protection only against a file of the right size with wrong bytes (bit rot,
+    a faulty disk). Crashes and full disks, the damage seen, leave files short or missing: the sizes catch
+    that. A checkpoint written before manifests is checked by its structure and loaders alone.
+    """
+    manifest, broken = _read_manifest(path)
+    damage = [broken] if broken else []
+    shown = set()  # files already named in `damage`
+
+    def usable(rel: str) -> bool:
+        """Present and whole by its structure (recording why not)."""
+        file = path / rel
+        if not file.is_file():
+            damage.append(f"{rel}: missing")
+        elif _cut_short(file):
+            size, expected = file.stat().st_size, (manifest or {}).get(rel, {}).get("size")
+            damage.append(f"{rel}: {size:,} bytes, expected {expected:,}" if expected is not None and size != expected
+                          else f"{rel}: cut short at {size:,} bytes")
+        else:
+            return True
+        shown.add(rel)
+        return False
+
+    state = load_state(path, STATE, mmap=True) if usable(STATE) else None
+    if state is not None:
+        processes = [process_file(i) for i in range(state["num_processes"])]
+    else:
+        processes = sorted(p.name for p in path.glob("process-*.pt"))
+    for name in processes:
+        if usable(name):
+            load_state(path, name, mmap=True)
+    for rel in (f"adapter/{ADAPTER_WEIGHTS}", VALUE_WEIGHTS):
+        if rel == VALUE_WEIGHTS and not (has_critic(state) if state is not None else (path / rel).exists()):
+            continue
+        if usable(rel):
+            check_safetensors(path / rel)
+    usable("adapter/adapter_config.json")
+    if manifest is None and not broken and state is not None and state.get("manifest"):
+        damage.append(f"{MANIFEST}: missing")  # written with one: lost in a copy
+    for rel, entry in (manifest or {}).items():
+        file = path / rel
+        if rel in shown:
+            continue
+        if not file.is_file():
+            damage.append(f"{rel}: missing")
+        elif (size := file.stat().st_size) != entry["size"]:
+            damage.append(f"{rel}: {size:,} bytes, expected {entry['size']:,}")
+        elif (hash_limit is None or size <= hash_limit) and _digest(file) != entry.get(DIGEST):
+            damage.append(f"{rel}: its {DIGEST} differs from the manifest's")
+    if damage:
+        raise CheckpointDamaged(path, damage[0])
+    return state
+
+
+def newest_intact(
+    run_dir: Path, hash_limit: Optional[int] = HASHED_WHEN_PICKED
+) -> tuple[Optional[Path], Optional[dict[str, Any]], list[CheckpointDamaged]]:
+    """(the newest intact checkpoint, its trainer state, the damaged ones newer than it, newest first), walking
+    newest first; (None, None, all of them) if none is intact. A refused file stops the walk (CheckpointRefused)."""
+    damaged = []
+    for path in reversed(checkpoint_dirs(run_dir)):
+        try:
+            return path, verify(path, hash_limit), damaged
+        except CheckpointDamaged as err:
+            damaged.append(err)
+    return None, None, damaged
+
+
+def all_damaged(damaged: list[CheckpointDamaged]) -> str:
+    """'iter-000002: trainer_state.pt: 512 bytes, expected 1,033,759; iter-000001: ...'"""
+    return "; ".join(f"{err.path.name}: {err.reason}" for err in damaged)
 
 
 def load_adapter_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -238,6 +423,9 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     """'key: saved → current' for every setting that differs, except those a resume may change."""
     a, b = flatten(saved), flatten(current)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    # the learning-rate schedule is built over ppo.steps: only a constant one is unchanged by a new length
+    if a.get("ppo.steps") != b.get("ppo.steps") and b.get("ppo.lr_scheduler") != "constant":
+        keys.append("ppo.steps")
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys]
 
 

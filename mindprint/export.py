@@ -25,23 +25,29 @@ ADAPTER_FILES = ("adapter_config.json", checkpoint.ADAPTER_WEIGHTS, "README.md")
 
 
 def adapter_dir(run_dir: Path, name: Optional[str]) -> Path:
-    """The run's final adapter, a named checkpoint's, or the newest checkpoint's if the run did not finish.
+    """The run's final adapter, a named checkpoint's, or the newest intact checkpoint's if the run did not finish
+    (a warning line for each damaged checkpoint skipped; a named one that is damaged is an error).
 
     A checkpoint is checked whole before its adapter is used; the adapter's weights must be safetensors.
     """
-    source = None  # the checkpoint the adapter comes from
     if name is not None:
         source = run_dir / checkpoint.CHECKPOINTS / name
         path = source / "adapter"
+        if not source.is_dir():
+            raise FileNotFoundError(f"RUN_DIR={str(run_dir)!r} is not allowed: no adapter at {path}")
+        checkpoint.verify(source)
     elif (run_dir / "adapter").is_dir():
         path = run_dir / "adapter"
     else:
-        source = checkpoint.latest(run_dir)
+        source, _, damaged = checkpoint.newest_intact(run_dir)
+        if source is None and damaged:
+            raise ConfigError(f"RUN_DIR={str(run_dir)!r} is not allowed: it has no final adapter, and every checkpoint "
+                              f"is damaged ({checkpoint.all_damaged(damaged)})")
+        for err in damaged:
+            print(f"warning: {err}; exporting {source.name}", file=sys.stderr)
         path = source / "adapter" if source else run_dir / "adapter"
     if not (path / "adapter_config.json").exists():
         raise FileNotFoundError(f"RUN_DIR={str(run_dir)!r} is not allowed: no adapter at {path}")
-    if source is not None:
-        checkpoint.verify(source)
     checkpoint.check_safetensors(path / checkpoint.ADAPTER_WEIGHTS)
     return path
 

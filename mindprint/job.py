@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -106,7 +107,8 @@ def shared_run_dir(accelerator: Accelerator, run_dir: Path) -> Path:
 def prepare_run_dir(
     cfg: config.RunConfig, run_dir: Path, accelerator: Accelerator
 ) -> tuple[Optional[Path], Optional[dict]]:
-    """For resume=true: the newest checkpoint and its state, logs cut back to it. Else: refuse to mix two runs."""
+    """For resume=true: the newest intact checkpoint and its state, logs cut back to it (a warning line for each
+    damaged checkpoint skipped). Else: refuse to mix two runs."""
     if not cfg.resume:
         if (run_dir / "metrics.jsonl").exists():
             raise config.ConfigError(
@@ -114,17 +116,24 @@ def prepare_run_dir(
                 "continue it, or choose another directory"
             )
         return None, None
-    path = checkpoint.latest(run_dir)
-    if path is None:
-        raise config.ConfigError(
-            f"resume=true is not allowed: no checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
-            "(expected hydra.run.dir of a run that saved one)"
-        )
     try:  # every file of it, before anything of it is used
-        checkpoint.verify(path)
-        state = checkpoint.load_state(path)
+        path, _, damaged = checkpoint.newest_intact(run_dir)
+        state = checkpoint.load_state(path) if path is not None else None
     except checkpoint.CheckpointRefused as err:
         raise config.ConfigError(f"resume=true is not allowed: {err}") from None
+    if path is None:
+        root = run_dir / checkpoint.CHECKPOINTS
+        if damaged:
+            raise config.ConfigError(
+                f"resume=true is not allowed: every checkpoint in {root} is damaged "
+                f"({checkpoint.all_damaged(damaged)}); restore them from a copy, or start a new run directory"
+            )
+        raise config.ConfigError(
+            f"resume=true is not allowed: no checkpoint in {root} (expected hydra.run.dir of a run that saved one)"
+        )
+    if accelerator.is_main_process:
+        for err in damaged:
+            print(f"warning: {err}; resuming from {path.name}", file=sys.stderr)
     changes = checkpoint.config_changes(state["config"], dataclasses.asdict(cfg))
     if changes:
         raise config.ConfigError(

@@ -46,7 +46,8 @@ def test_critic_free_means_no_critic(tmp_path, tiny):
     prompts = [p.text for p in trainer.prompt_batch()]
     assert prompts[0:4] == [prompts[0]] * 4 and prompts[4:8] == [prompts[4]] * 4  # 2 prompts × G=4 responses
     saved = checkpoint.save(trainer)
-    assert sorted(p.name for p in saved.iterdir()) == ["adapter", "process-0.pt", "trainer_state.pt"]
+    assert sorted(p.name for p in saved.iterdir()) == ["adapter", "manifest.json", "process-0.pt",
+                                                       "trainer_state.pt"]
     checkpoint.verify(saved)
 
 

@@ -51,7 +51,7 @@ def test_resume_with_two_processes_is_exact(tmp_path, tiny):
     launch("ppo.steps=4", "checkpoint.every=2", f"hydra.run.dir={whole}")
     launch("ppo.steps=2", "checkpoint.every=2", f"hydra.run.dir={split}")
     assert sorted(p.name for p in (checkpoint.latest(split)).iterdir()) == [
-        "adapter", "process-0.pt", "process-1.pt", "trainer_state.pt", "value_model.safetensors"]
+        "adapter", "manifest.json", "process-0.pt", "process-1.pt", "trainer_state.pt", "value_model.safetensors"]
     launch("ppo.steps=4", "checkpoint.every=2", f"hydra.run.dir={split}", "resume=true")
     a = load_file(whole / "adapter" / "adapter_model.safetensors")
     b = load_file(split / "adapter" / "adapter_model.safetensors")
