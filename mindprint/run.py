@@ -30,7 +30,7 @@ from mindprint.hostmem import peak_rss_gib
 from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
 from mindprint.rewards import build_scorer
 from mindprint.signals import Interrupted
-from mindprint.sweep import is_multirun, record_failure, run_identity
+from mindprint.sweep import is_multirun, record_failure, run_identity, run_objective
 from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
 from mindprint.trainer import PPOTrainer
 
@@ -173,12 +173,14 @@ def compose(overrides: list[str]) -> config.RunConfig:
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Optional[dict]:
+def hydra_main(cfg: DictConfig) -> Optional[float]:
+    """Returns the run's objective (`objective.*`), the float a sweeper such as Optuna maximises."""
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)
-        return execute(run_cfg, run_dir, *run_identity())
+        summary = execute(run_cfg, run_dir, *run_identity())
+        return run_objective(run_cfg.objective, run_dir) if summary else None
     except Interrupted as stop:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
         print(f"interrupted by {stop}. Resume with:\n  python -m mindprint.run {' '.join(overrides)} "
