@@ -516,7 +516,7 @@ def plot(groups: list[Group], x: str, budget: float, method: str, out: Path) -> 
         fig.savefig(files[-1], dpi=110)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    front = []
+    front, labels = [], []
     for i, g in enumerate(groups):
         r, k = g.values["final_reward"], g.values["final_kl"]
         if r.mean is None or k.mean is None:
@@ -527,10 +527,10 @@ def plot(groups: list[Group], x: str, budget: float, method: str, out: Path) -> 
         ax.errorbar([k.mean], [r.mean], xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.5, capsize=3)
         ax.scatter([k.mean], [r.mean], s=90 if g.on_frontier else 45, marker="*" if g.on_frontier else "o",
                    color=color if g.on_frontier else "white", edgecolors=color, linewidths=1.5, zorder=3)
-        ax.annotate(_short(g.label, 30), (k.mean, r.mean), textcoords="offset points", xytext=(6, 6), fontsize=8,
-                    fontweight="bold" if g.on_frontier else "normal")
+        labels.append((g, k.mean, r.mean))
         if g.on_frontier:
             front.append((k.mean, r.mean))
+    _place_labels(ax, labels)
     if len(front) > 1:
         front.sort()
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", linestyle="--",
@@ -545,6 +545,28 @@ def plot(groups: list[Group], x: str, budget: float, method: str, out: Path) -> 
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
     return files
+
+
+def _place_labels(ax, labels: list) -> None:
+    """Each point's label at whichever corner (above/below, right/left) keeps its middle farthest from the other
+    points and the labels already placed (in points on the page), so close groups stay readable."""
+    scale = 72 / ax.figure.dpi
+    at = [tuple(v * scale for v in ax.transData.transform((kx, ry))) for _, kx, ry in labels]
+    taken = list(at)
+    for (g, kx, ry), (px, py) in zip(labels, at):
+        text = _short(g.label, 30)
+        width = 4.8 * len(text)  # points, at fontsize 8
+        best = None
+        for dx, dy, ha in ((6, 6, "left"), (6, -13, "left"), (-6, 6, "right"), (-6, -13, "right")):
+            middle = (px + dx + (width / 2 if ha == "left" else -width / 2), py + dy + 4)
+            others = [q for q in taken if q != (px, py)]
+            room = min((math.hypot((middle[0] - qx) / 2, middle[1] - qy) for qx, qy in others), default=1e9)
+            if best is None or room > best[0]:
+                best = (room, dx, dy, ha, middle)
+        _, dx, dy, ha, middle = best
+        taken.append(middle)
+        ax.annotate(text, (kx, ry), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=8,
+                    fontweight="bold" if g.on_frontier else "normal")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -111,7 +111,7 @@ class SweepReport(Callback):
         failed = sorted(p.parent for p in sweep_dir.glob(f"*/{FAILED}"))
         print(f"sweep {sweep_dir}: {len(jobs) - len(failed)} of {len(jobs)} jobs completed")
         results = sweep_dir / "optimization_results.yaml"
-        if results.exists():
+        if results.exists() and str(config.hydra.sweeper.get("_target_", "")).startswith(OPTUNA):
             print(best_trial_line(sweep_dir, OmegaConf.to_container(OmegaConf.load(results)), config))
         if failed:
             for job in failed:
