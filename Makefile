@@ -33,9 +33,11 @@ test-fast: install  ## the quick loop: math, config, errors, models and short tr
 baseline: install  ## seed 004 on a GPU with hub access: Qwen3-0.6B + rank-32 LoRA vs Skywork-Reward-V2-Qwen3-8B (8-bit), trl-lib/tldr
 	HF_HUB_OFFLINE=0 $(PY) -m mindprint.run +experiment=baseline
 
-sweep: install  ## the LoRA-rank sweep (1, 8, 32) on the demo models, offline, then the comparison report
-	$(PY) -m mindprint.run +experiment=rank_sweep hydra.sweep.dir=outputs/sweeps/rank_sweep -m
-	$(PY) -m mindprint.compare outputs/sweeps/rank_sweep
+SWEEP_DIR ?= outputs/sweeps/rank_sweep
+sweep: install  ## the study of LoRA rank (1, 8, 32) × seed (0, 1, 2) on the demo models, offline, then the report
+	@test ! -e $(SWEEP_DIR) || { echo "error: $(SWEEP_DIR) exists: move it away, or make sweep SWEEP_DIR=another/dir" >&2; exit 2; }
+	$(PY) -m mindprint.run +experiment=rank_sweep hydra.sweep.dir=$(SWEEP_DIR) -m
+	$(PY) -m mindprint.compare $(SWEEP_DIR)
 
 algo-sweep: install  ## PPO, GRPO, RLOO and REINFORCE++ on the demo, 3 seeds each at equal episodes, then the report
 	$(PY) -m mindprint.run +experiment=algo_sweep hydra.sweep.dir=outputs/sweeps/algo_sweep -m

@@ -53,7 +53,7 @@ VALUE_WEIGHTS = "value_model.safetensors"
 FORMAT = 1
 NEW_RUN = "start a new run directory"
 # Keys that may change between a checkpoint and its resumption without changing the run itself.
-RESUMABLE_CHANGES = ("resume", "dry_run", "device", "ppo.steps", "logger.", "checkpoint.")
+RESUMABLE_CHANGES = ("resume", "dry_run", "device", "ppo.steps", "logger.", "checkpoint.", "objective.")
 MANIFEST = "manifest.json"
 DIGEST = "sha256"  # hashlib's, through OpenSSL: about 1 GiB/s on one core with SHA extensions
 # Files up to this size have their hash checked whenever a checkpoint is picked; bigger ones their size (see verify).

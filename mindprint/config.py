@@ -302,6 +302,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """The float a run returns to a sweeper (hydra/sweeper=optuna maximises it); defined in mindprint.stats.
+
+    held_out_reward: eval/scores at the run's last evaluation. reward_minus_kl: final reward − kl_weight · final
+    KL (means over the last fifth of iterations of objective/scores and objective/kl, as the compare report).
+    """
+
+    name: str = "held_out_reward"  # held_out_reward | reward_minus_kl
+    kl_weight: float = 0.05  # λ of reward_minus_kl, reward units per nat of KL
+
+    def __post_init__(self) -> None:
+        _require(self.name in ("held_out_reward", "reward_minus_kl"), "objective.name", self.name,
+                 "held_out_reward or reward_minus_kl")
+        _require(self.kl_weight >= 0, "objective.kl_weight", self.kl_weight, "a number >= 0")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -311,6 +328,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 0
     dry_run: bool = False  # build every model, print the table, exit
     device: str = "auto"  # auto | cpu | cuda

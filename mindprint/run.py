@@ -20,13 +20,14 @@ from mindprint import config
 from mindprint.cli import cli, critic_key_warnings, fail, remove_if_untouched, user_mistake
 from mindprint.errors import TrainingStopped
 from mindprint.signals import Interrupted
-from mindprint.sweep import is_multirun, record_failure, run_identity
+from mindprint.sweep import is_multirun, record_failure, run_identity, run_objective
 
 config.register()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Optional[dict]:
+def hydra_main(cfg: DictConfig) -> Optional[float]:
+    """Returns the run's objective (`objective.*`), the float a sweeper such as Optuna maximises."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)  # every value check runs here
@@ -35,7 +36,8 @@ def hydra_main(cfg: DictConfig) -> Optional[dict]:
                 print(line, file=sys.stderr)
         from mindprint.job import execute  # the engine: seconds to import, so only for a valid config
 
-        return execute(run_cfg, run_dir, *run_identity())
+        summary = execute(run_cfg, run_dir, *run_identity())
+        return run_objective(run_cfg.objective, run_dir) if summary else None
     except Interrupted as stop:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
         print(f"interrupted by {stop}. Resume with:\n  python -m mindprint.run {' '.join(overrides)} "

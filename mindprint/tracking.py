@@ -8,6 +8,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mindprint.config import LoggerConfig
+from mindprint.stats import headline, objective_value
+
+# What W&B aggregates itself into each run's summary (define_metric): the compare report's best reward (max of
+# objective/scores) and held-out reward (the last eval/scores). The report's other final values are not W&B
+# aggregations (last-fifth means); `finish` writes them, all under `report/`.
+SUMMARIES = {"objective/scores": "max,last", "objective/kl": "last", "eval/scores": "last,max", "eval/kl": "last"}
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"lora": {"rank": 8}} → {"lora.rank": 8}: one W&B config key per setting, as on the command line, so a
+    sweep's parallel-coordinates panel and group-by offer `lora.rank`, `ppo.learning_rate`, `seed`."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def jsonable(value: Any) -> Any:
@@ -45,6 +63,7 @@ class Tracker:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.objective = config.get("objective") or {}
         self.wandb = None
         if cfg.backend == "wandb":
             import wandb
@@ -57,11 +76,13 @@ class Tracker:
                 tags=list(cfg.tags),
                 job_type=cfg.job_type,
                 mode=cfg.mode,
-                config=config,
+                config=flatten(config),
                 dir=str(run_dir),
                 id=resume_id,  # a resumed run continues its W&B run
                 resume="allow" if resume_id else None,
             )
+            for key, summary in SUMMARIES.items():
+                self.wandb.define_metric(key, summary=summary)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._metrics.write(json.dumps({k: jsonable(v) for k, v in metrics.items()}) + "\n")
@@ -82,9 +103,22 @@ class Tracker:
             table = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
             self.wandb.log({"samples": table}, step=step)
 
+    def report_summary(self) -> dict[str, float]:
+        """The compare report's values for this run (mindprint.stats.headline over the whole of metrics.jsonl,
+        a resumed run's earlier iterations included) and its objective, as `report/...` keys."""
+        history = read_metrics(self.run_dir / "metrics.jsonl")
+        out = {f"report/{k}": v for k, v in headline(history).items() if v is not None}
+        if self.objective.get("name"):
+            value = objective_value(self.objective["name"], self.objective.get("kl_weight", 0.0), history)
+            if math.isfinite(value):
+                out["report/objective"] = value
+        return out
+
     def finish(self, exit_code: int = 0) -> None:
         self._metrics.close()
         if self.wandb is not None:
+            if exit_code == 0:
+                self.wandb.summary.update(self.report_summary())
             self.wandb.finish(exit_code=exit_code)
             self.wandb = None
 

@@ -8,9 +8,11 @@ from conftest import REPO, run_cli
 from mindprint.compare import main as compare_main
 from mindprint.config import register
 from mindprint.tracking import read_metrics
+from wandb_file import read_run, wandb_file
 
-SHORT = ["+experiment=demo", "ppo.steps=2", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
-         "ppo.eval_every=0"]
+SHORT = ["+experiment=smoke"]
+
+pytestmark = pytest.mark.slow  # sweeps of full CLI runs
 
 
 def job_dirs(sweep: Path) -> list[Path]:
@@ -20,11 +22,6 @@ def job_dirs(sweep: Path) -> list[Path]:
 def job(sweep: Path, prefix: str) -> Path:
     (found,) = sweep.glob(prefix + "*")
     return found
-
-
-def wandb_run_bytes(job: Path) -> bytes:
-    (log,) = job.glob("wandb/offline-run-*/run-*.wandb")
-    return log.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +38,11 @@ def test_two_job_rank_sweep_completes_with_offline_wandb_runs(rank_sweep):
     assert [j.name.split(",")[0] for j in jobs] == ["0_lora.rank=2", "1_lora.rank=8"]
     for job_dir, rank in zip(jobs, (2, 8)):
         assert len(read_metrics(job_dir / "metrics.jsonl")) == 2
-        log = wandb_run_bytes(job_dir)
-        assert f'{{"rank":{rank},'.encode() in log  # the resolved config, lora group included
-        assert f'"lora.rank={rank}"'.encode() in log  # run name: only the override the sweep varies
-        assert b"ranks" in log  # group: named after the sweep
+        run = read_run(wandb_file(job_dir))
+        assert run["config"]["lora.rank"] == rank  # the resolved config, flattened: lora group included
+        assert run["name"] == f"lora.rank={rank}"  # run name: only the override the sweep varies
+        # group: the experiment and the overrides that make the setting (seed would not be one)
+        assert run["group"] == f"demo/{','.join(sorted(SHORT[1:] + [f'lora.rank={rank}']))}"
     assert "2 of 2 jobs completed" in proc.stdout
 
 
@@ -55,7 +53,7 @@ def test_compare_writes_report_and_plots_with_both_ranks(rank_sweep):
     rows = [ln for ln in report.splitlines() if ln.startswith("| lora.rank=")]
     assert [r.split("|")[1].strip() for r in rows] == ["lora.rank=2", "lora.rank=8"]
     assert len(rows) == 2
-    assert rows[0].split("|")[2].strip() == "2" and rows[1].split("|")[2].strip() == "8"
+    assert rows[0].split("|")[2].strip() == "1" and rows[1].split("|")[2].strip() == "1"  # n: one seed each
     # trainable LoRA parameters grow linearly with the rank: 2 × 2,048 and 8 × 2,048 on the tiny model
     assert rows[0].split("|")[3].strip() == "4,096" and rows[1].split("|")[3].strip() == "16,384"
     for png in ("reward.png", "kl.png", "clipfrac.png", "reward_vs_kl.png"):
@@ -97,6 +95,7 @@ def test_rank_sweep_experiment_declares_its_sweep(tiny):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=rank_sweep"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params["lora.rank"] == "1,8,32"
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2"  # a study: three seeds of each rank
     assert cfg.model.name.endswith("policy")  # built on the demo experiment
 
 
@@ -109,3 +108,14 @@ def test_slurm_launcher_config_composes():
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"
+
+
+def test_optuna_experiment_declares_its_search():
+    from hydra import compose, initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=optuna_lr"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.hydra.sweeper.params["ppo.learning_rate"] == "tag(log, interval(1e-4, 1e-2))"
+    assert cfg.objective.name == "held_out_reward"
