@@ -33,9 +33,10 @@ from mindprint.tiny import ensure_tiny
 CRITIC_FREE_BENCH = ("grpo", "rloo")  # TRL 1.16 has a trainer for these two
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # The demo's models and settings, with the reward model sharing the policy's tokenizer (TRL needs that),
-# unquantized, a fixed β, and no evaluation or checkpoints, which TRL's loop does not have either.
+# unquantized, a fixed β, one learning rate, and no evaluation or checkpoints, which TRL's loops do not have either.
 CPU_OVERRIDES = [
     "+experiment=demo", "reward.quantization=none", "ppo.adaptive_kl=false", "ppo.steps=10",
+    "ppo.value_learning_rate=${ppo.learning_rate}",  # TRL 1.12's PPOTrainer has one learning rate for both
     f"lora.target_modules=[{','.join(SEVEN)}]",
     "data.eval_size=0", "checkpoint.every=0", "device=cpu", "seed=0",
 ]

@@ -62,7 +62,9 @@ class Tracker:
                  resume_id: Optional[str] = None):
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        # opened at the first iteration's line: a run refused before it (a bad reward rule, say) leaves only what
+        # Hydra wrote, and the one-line error removes that
+        self._metrics = None
         self.objective = config.get("objective") or {}
         self.wandb = None
         if cfg.backend == "wandb":
@@ -85,6 +87,8 @@ class Tracker:
                 self.wandb.define_metric(key, summary=summary)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self._metrics is None:
+            self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._metrics.write(json.dumps({k: jsonable(v) for k, v in metrics.items()}) + "\n")
         self._metrics.flush()  # a crash loses nothing already logged
         if self.wandb is not None:
@@ -115,7 +119,8 @@ class Tracker:
         return out
 
     def finish(self, exit_code: int = 0) -> None:
-        self._metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self.wandb is not None:
             if exit_code == 0:
                 self.wandb.summary.update(self.report_summary())

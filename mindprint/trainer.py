@@ -157,8 +157,21 @@ class Trainer:
     def train(self, progress: bool = True) -> list[dict]:
         run_start = time.perf_counter()
         episodes_at_start = self.episode
+        # None: no bar when stderr is not a terminal (a log file, a SLURM job), where it would only add noise
         bar = tqdm(total=self.p.steps, initial=self.iteration, desc=self.algo.name.upper(),
-                   disable=not (progress and self.accelerator.is_main_process))
+                   disable=True if not (progress and self.accelerator.is_main_process) else None)
+        try:
+            self.loop(bar, episodes_at_start, run_start)
+        except BaseException:
+            bar.leave = False  # an error's one line should not follow a half-drawn bar on the same line
+            raise
+        finally:
+            bar.close()
+        self.save()
+        return self.history
+
+    def loop(self, bar, episodes_at_start: int, run_start: float) -> None:
+        """Iterations until ppo.steps: step, evaluate when due, log, checkpoint, stop on signals or bad updates."""
         with StopSignals() as signals:
             while self.iteration < self.p.steps:
                 metrics = {"iteration": self.iteration + 1, **self.step()}
@@ -189,9 +202,6 @@ class Trainer:
                 if not distributed.everywhere(self.accelerator, signals.received is None):
                     path = self.checkpoint() if self.bad_streak == 0 else checkpoint.latest(self.run_dir)
                     raise Interrupted(signals.received or signal.SIGTERM, self.iteration, path)
-        bar.close()
-        self.save()
-        return self.history
 
     # ------------------------------------------------------------ checkpoints (their content: checkpoint.py)
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
 
 
 def noisy_env(log):
-    return {**os.environ, "PYTHONPATH": str(REPO / "tests" / "noisy"), "NOISY_LOG": str(log)}
+    return {**os.environ, "PYTHONPATH": f"{REPO / 'tests' / 'noisy'}:{REPO / 'tests'}", "NOISY_LOG": str(log)}
 
 
 def test_a_dry_run_prints_nothing_on_stderr_although_libraries_log_at_import(tmp_path, tiny):
@@ -30,6 +30,7 @@ def test_a_dry_run_prints_nothing_on_stderr_although_libraries_log_at_import(tmp
 @pytest.mark.parametrize("module, args", [
     ("mindprint.run", ["+experiment=demo", "dry_run=true", "reward.name=/no/such/reward"]),
     ("mindprint.run", ["lora.rank=0"]),
+    ("mindprint.run", ["+experiment=smoke", "reward.name=null", "reward.rule=rules:one_score"]),  # found in iteration 1
     ("mindprint.train_reward", ["model=tiny", "pairs.name=/no/such/pairs.jsonl"]),
     ("mindprint.export", ["/no/such/run", "/tmp/mindprint-never-written"]),
     ("mindprint.compare", ["/no/such/sweep"]),
