@@ -20,9 +20,11 @@ from mindprint import config
 from mindprint.errors import one_line
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package (the checkout links conf/ to it)
-# What Hydra writes into a run directory before our code runs; a run that fails on bad input
-# before writing anything of its own leaves no directory behind.
-HYDRA_ONLY = {".hydra", "run.log"}
+def hydra_only(run_dir: Path) -> bool:
+    """Whether `run_dir` holds only what Hydra writes before our code runs: .hydra/ and the job's log
+    (run.log, train_reward.log). A run that fails on bad input before writing anything of its own leaves no
+    directory behind."""
+    return all(p.name == ".hydra" or (p.suffix == ".log" and p.is_file()) for p in run_dir.iterdir())
 
 
 def compose(overrides: list[str]) -> config.RunConfig:
@@ -35,7 +37,7 @@ def compose(overrides: list[str]) -> config.RunConfig:
 
 def remove_if_untouched(run_dir: Path) -> None:
     """Remove a run directory that holds only what Hydra wrote: a mistake leaves nothing behind."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+    if run_dir.is_dir() and hydra_only(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

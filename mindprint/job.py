@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from mindprint import checkpoint, config
-from mindprint.cli import HYDRA_ONLY
+from mindprint.cli import hydra_only
 from mindprint.console import hide_progress_bars
 from mindprint.data import load_prompts
 from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
@@ -99,7 +99,7 @@ def shared_run_dir(accelerator: Accelerator, run_dir: Path) -> Path:
     if accelerator.num_processes == 1:
         return run_dir
     shared = Path(broadcast_object_list([str(run_dir)])[0])
-    if shared != run_dir and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
+    if shared != run_dir and hydra_only(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
     return shared
 
