@@ -216,8 +216,9 @@ def check_safetensors(file: Path) -> None:
 
 
 def has_critic(state: dict[str, Any]) -> bool:
-    """Whether the run that wrote `state` trained a value model."""
-    return state["config"]["algo"]["name"] not in CRITIC_FREE
+    """Whether the run that wrote `state` trained a value model (a config without `algo` predates the
+    critic-free algorithms: PPO)."""
+    return state["config"].get("algo", {}).get("name", "ppo") not in CRITIC_FREE
 
 
 def _cut_short(file: Path) -> bool:
