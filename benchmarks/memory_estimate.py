@@ -340,7 +340,8 @@ def report(results: dict[str, dict[int, dict]], target_gib: float) -> None:
         print(f"{'phase':<14}" + "".join(f"{'L=' + str(L):>9}" for L in layers)
               + "".join(f"{f'/L {a}-{b}':>10}" for a, b in slopes) + f"{'@28 GiB':>9}")
         at28 = {}
-        for phase in PHASES:
+        phases = [p for p in PHASES if p in runs[layers[0]]["peaks"]]  # no "values" without a critic
+        for phase in phases:
             ys = {L: runs[L]["peaks"][phase] for L in layers}
             at28[phase] = extrapolate(ys)
             print(f"{phase:<14}" + "".join(f"{ys[L] / 2**20:>9.0f}" for L in layers)
@@ -348,7 +349,7 @@ def report(results: dict[str, dict[int, dict]], target_gib: float) -> None:
                   + f"{at28[phase] / GiB:>9.2f}")
         parts = {k: extrapolate({L: runs[L]["parts"][k] for L in layers}) for k in runs[layers[0]]["parts"]}
         print(f"at rest, {FULL_LAYERS} layers: " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in parts.items()) + " GiB")
-        train = max((at28[p], p) for p in PHASES[1:])
+        train = max((at28[p], p) for p in phases[1:])
         for q in rf:
             peak, where = max(train, (at28["rest"] + rf[q], "reward forward"))
             total = (peak + rm[q]) / GiB
