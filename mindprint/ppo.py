@@ -21,11 +21,9 @@ def _local(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """mean(x | mask) = Σ x·m / Σ m."""
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+    return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
 def masked_whiten(

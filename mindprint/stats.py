@@ -129,10 +129,6 @@ class Interval:
     n: int
     method: str  # "t" or "bootstrap": which one this interval is
 
-    @property
-    def half_width(self) -> Optional[float]:
-        return None if self.lo is None else (self.hi - self.lo) / 2
-
 
 def mean_ci(values: Sequence[Optional[float]], method: str = "t", level: float = 0.95, seed: int = 0) -> Interval:
     """Mean of `values` (None and NaN dropped) and its `level` confidence interval.
