@@ -56,7 +56,7 @@ $(TRL_VENV)/.installed:
 	$(TRL_VENV)/bin/python -m pip install -q "trl==1.12.0" "transformers==5.23.0" peft accelerate datasets "bitsandbytes==0.50.2"
 	touch $@
 
-bench: install $(TRL_VENV)/.installed  ## mindprint vs TRL 1.12 PPO, tiny models on CPU → outputs/bench/cpu_tiny.json
+bench: install $(TRL_VENV)/.installed  ## PPO vs TRL 1.12, GRPO and RLOO vs TRL 1.16, tiny models on CPU, 5 reps → outputs/bench/cpu_tiny.json
 	$(PY) -m mindprint.bench cpu --reps 5
 
 bench-gpu: install $(TRL_VENV)/.installed  ## on a GPU: random models at Qwen3-0.6B/8B shapes, RM in 8bit/4bit/bf16 → outputs/bench/gpu_real.json

@@ -10,7 +10,7 @@ from rich.console import Console
 from transformers import AutoConfig, AutoTokenizer
 
 from conftest import run_cli
-from mindprint.bench import CPU_OVERRIDES, SEVEN, print_cpu
+from mindprint.bench import CPU_OVERRIDES, SEVEN, compare_runs, print_cpu
 from mindprint.bench_run import trl_batching, trl_setup
 from mindprint.cli import compose
 from mindprint.shapes import synthetic_tokenizer
@@ -58,6 +58,23 @@ def test_cpu_bench_prints_both_ratios(capsys):
     out = capsys.readouterr().out
     assert "ratio mindprint / TRL = 2.00× (per repetition 1.75–2.50×, median 2.00×)" in out
     assert "generate 20%, update 80%" in out and "gc.collect: 50%" in out
+
+
+def test_cpu_bench_compares_medians_pairs_and_trls_loop_alone(capsys):
+    """Ratio of medians, ratio of each back-to-back pair, and against TRL's steady state (its train() without the
+    one-off gc.collect and set-up), so a short run's one-off costs cannot flatter mindprint unseen."""
+    ours = [{"episodes_per_s": e, "phases": {"update": u}, "peak_rss_gib": 0.5} for e, u in [(100, .7), (120, .8), (90, .6)]]
+    theirs = [{"episodes_per_s": e, "episodes_per_s_loop": e * 1.25, "gc_s": 1.0, "wall_s": w, "peak_rss_gib": 0.6,
+               "phases": {"generate": e / 1000}} for e, w in [(40, 10.0), (60, 4.0), (50, 5.0)]]
+    result = compare_runs(ours, theirs)
+    assert result["ratio"] == 100 / 50 and result["ratio_per_rep"] == [100 / 40, 120 / 60, 90 / 50]
+    assert result["trl"]["episodes_per_s_loop"] == 62.5 and result["ratio_loop"] == 100 / 62.5
+    assert result["mindprint"]["phases"] == {"update": .7} and result["trl"]["phases"] == {"generate": .05}
+    assert result["trl"]["gc_share"] == 0.2 and result["mindprint"]["peak_rss_gib"] == 0.5
+    print_cpu(result, Console(width=250))
+    assert "median 2.00×; 1.60× against TRL's loop alone)" in capsys.readouterr().out
+    del theirs[0]["episodes_per_s_loop"]  # TRL 1.12's PPO script reports no loop-alone figure
+    assert "ratio_loop" not in compare_runs(ours, theirs)
 
 
 @pytest.mark.slow
