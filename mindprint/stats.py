@@ -22,7 +22,7 @@ HEADLINE = {  # key: (what the report calls it, how it is read off the history)
     "final_kl": "final KL: mean of objective/kl over the last fifth of iterations",
     "mean_clipfrac": "mean clipfrac: mean of policy/clipfrac_avg over all iterations",
     "held_out_reward": "held-out reward: eval/scores at the last evaluation",
-    "wall_s": "wall time: seconds from the start of training to the last iteration (episode / eps)",
+    "wall_s": "wall time: seconds of training to the last iteration (time/elapsed_s, resumes included)",
 }
 
 
@@ -59,9 +59,9 @@ def axis(history: Sequence[dict], x: str) -> list[Optional[float]]:
     """Each iteration's position on a budget axis, cumulative from the start of the run.
 
     episodes: the `episode` counter. tokens: Σ episodes of the iteration × `env/response_length` (mean real
-    tokens per response), i.e. generated tokens. seconds: wall-clock seconds since training started, which is
-    `episode / eps` (eps = episodes since the start / seconds since the start; evaluation time included). A run
-    resumed from a checkpoint restarts `eps` at the resume, so its seconds are not meaningful.
+    tokens per response), i.e. generated tokens. seconds: wall-clock seconds of training (evaluation included),
+    `time/elapsed_s`, which a resumed run continues from its checkpoint. Metrics written before that key existed
+    give `episode / eps` instead (eps = episodes / seconds since the process started: right unless resumed).
     """
     if x == "episodes":
         return [row.get("episode") for row in history]
@@ -77,7 +77,8 @@ def axis(history: Sequence[dict], x: str) -> list[Optional[float]]:
             out.append(total)
         return out
     if x == "seconds":
-        return [row["episode"] / row["eps"] if row.get("eps") and row.get("episode") is not None else None
+        return [row["time/elapsed_s"] if "time/elapsed_s" in row
+                else row["episode"] / row["eps"] if row.get("eps") and row.get("episode") is not None else None
                 for row in history]
     raise ValueError(f"x={x!r} is not allowed: expected one of {', '.join(AXES)}")
 

@@ -59,6 +59,7 @@ class Trainer:
         self.iteration = 0
         self.episode = 0
         self.skipped_updates = 0  # iterations whose update was skipped for NaN/Inf
+        self.elapsed_s = 0.0  # training seconds of this run so far, earlier sessions included (checkpoints carry it)
         self.bad_streak = 0
         self.tracker = tracker
         self.history: list[dict] = []
@@ -156,12 +157,12 @@ class Trainer:
 
     def train(self, progress: bool = True) -> list[dict]:
         run_start = time.perf_counter()
-        episodes_at_start = self.episode
+        episodes_at_start, elapsed_at_start = self.episode, self.elapsed_s
         # None: no bar when stderr is not a terminal (a log file, a SLURM job), where it would only add noise
         bar = tqdm(total=self.p.steps, initial=self.iteration, desc=self.algo.name.upper(),
                    disable=True if not (progress and self.accelerator.is_main_process) else None)
         try:
-            self.loop(bar, episodes_at_start, run_start)
+            self.loop(bar, episodes_at_start, elapsed_at_start, run_start)
         except BaseException:
             bar.leave = False  # an error's one line should not follow a half-drawn bar on the same line
             raise
@@ -170,12 +171,15 @@ class Trainer:
         self.save()
         return self.history
 
-    def loop(self, bar, episodes_at_start: int, run_start: float) -> None:
+    def loop(self, bar, episodes_at_start: int, elapsed_at_start: float, run_start: float) -> None:
         """Iterations until ppo.steps: step, evaluate when due, log, checkpoint, stop on signals or bad updates."""
         with StopSignals() as signals:
             while self.iteration < self.p.steps:
                 metrics = {"iteration": self.iteration + 1, **self.step()}
-                metrics["eps"] = (self.episode - episodes_at_start) / (time.perf_counter() - run_start)
+                seconds = time.perf_counter() - run_start
+                # eps: this session's speed; time/elapsed_s: the run's clock, which a resume continues
+                metrics["eps"] = (self.episode - episodes_at_start) / seconds
+                self.elapsed_s = metrics["time/elapsed_s"] = elapsed_at_start + seconds
                 self.iteration += 1
                 last = self.iteration == self.p.steps
                 if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):

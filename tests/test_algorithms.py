@@ -62,7 +62,12 @@ def test_grpo_resumes_exactly(tmp_path, tiny):
     b = load_file(split / "adapter" / "adapter_model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith((*TIMING, "eval/"))} for r in rows]  # noqa: E731
-    assert strip(read_metrics(split / "metrics.jsonl")) == strip(read_metrics(whole / "metrics.jsonl"))
+    resumed = read_metrics(split / "metrics.jsonl")
+    assert strip(resumed) == strip(read_metrics(whole / "metrics.jsonl"))
+    # the run's clock goes on from the checkpoint, where this session's eps starts again
+    clock = [r["time/elapsed_s"] for r in resumed]
+    assert clock == sorted(clock) and clock[2] > clock[1] > 0
+    assert checkpoint.load_state(checkpoint.latest(split))["elapsed_s"] == clock[-1]
 
 
 def test_a_critic_only_key_with_a_critic_free_algorithm_is_warned_about():

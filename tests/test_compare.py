@@ -261,6 +261,23 @@ def test_equal_tokens_and_equal_seconds(tmp_path):
     assert numbers(cell(table_rows(report)["lora.rank=8"], "best reward")) == [5.0]
 
 
+def test_seconds_follow_the_runs_clock_across_a_resume(tmp_path):
+    """A resumed run's eps restarts at the resume, so episode / eps would put its later iterations back near 0 s;
+    time/elapsed_s, which checkpoints carry, keeps counting."""
+    resumed = rows_of([1.0, 2.0, 3.0, 4.0], [1.0] * 4, eps=8.0)  # episode / eps: 1, 2, 3, 4 s...
+    for row, elapsed in zip(resumed, [1.0, 2.0, 3.5, 4.5]):  # ...but the run was killed after 2 and resumed
+        row["time/elapsed_s"] = elapsed
+    make_run(tmp_path / "s/0_lora.rank=1", ["lora.rank=1"], config_of(rank=1), resumed)
+    make_run(tmp_path / "s/1_lora.rank=8", ["lora.rank=8"], config_of(rank=8),
+             rows_of([5.0, 6.0, 7.0, 8.0, 9.0], [1.0] * 5, eps=2.0))  # no clock: 4, 8, ... s
+    compare(tmp_path / "s", "--x", "seconds")
+    report = (tmp_path / "s/report.md").read_text()
+    assert "shortest common budget, 4.5 wall-clock seconds (--x seconds)" in report
+    rows = table_rows(report)
+    assert numbers(cell(rows["lora.rank=1"], "wall time (s)")) == [4.5]
+    assert numbers(cell(rows["lora.rank=8"], "best reward")) == [5.0]  # 4 s ≤ 4.5 < 8 s
+
+
 # ------------------------------------------------------------------------------------------- frontier
 
 def test_frontier_marks_the_right_rows(tmp_path):
