@@ -87,4 +87,10 @@ def cli(hydra_entry) -> None:
     # Hydra's own report of a composition error spans several lines; take the exception instead.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with one_line_errors():
-        hydra_entry()
+        try:
+            hydra_entry()
+        except ValueError as err:
+            from mindprint.sweep import report_all_trials_failed  # only on this path: this module stays light
+
+            report_all_trials_failed(err)  # exits when it is an Optuna sweep whose every trial failed
+            raise

@@ -19,6 +19,8 @@ QUIET_LOGGERS = (
     "bitsandbytes",
     # offline, every retry before from_pretrained fails; our one-line error says it all
     "huggingface_hub",
+    # imported by optuna (its database storage) under hydra/sweeper=optuna: one INFO line per plugin it sets up
+    "alembic",
 )
 
 

@@ -82,6 +82,8 @@ def record_failure(run_dir: Path, message: str, details: str) -> None:
 
 
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
+# The Optuna sweep under way in this process, for `report_all_trials_failed`
+_optuna_sweep: dict[str, DictConfig] = {}
 
 
 class SweepReport(Callback):
@@ -104,19 +106,34 @@ class SweepReport(Callback):
                 sweeper[key] = value
                 # as if typed: each job's config (.hydra/hydra.yaml) is composed again from these overrides
                 config.hydra.overrides.hydra.append(f"hydra.sweeper.{key}={value}")
+        _optuna_sweep["config"] = config
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sorted(p.parent for p in sweep_dir.glob("*/.hydra"))
-        failed = sorted(p.parent for p in sweep_dir.glob(f"*/{FAILED}"))
-        print(f"sweep {sweep_dir}: {len(jobs) - len(failed)} of {len(jobs)} jobs completed")
-        results = sweep_dir / "optimization_results.yaml"
-        if results.exists() and str(config.hydra.sweeper.get("_target_", "")).startswith(OPTUNA):
-            print(best_trial_line(sweep_dir, OmegaConf.to_container(OmegaConf.load(results)), config))
-        if failed:
-            for job in failed:
-                print(f"error: job {job.name} failed: {(job / FAILED).read_text().strip()}", file=sys.stderr)
-            sys.exit(1)
+        report_sweep(config)
+
+
+def report_all_trials_failed(err: Exception) -> None:
+    """When every trial of an Optuna sweep failed, the sweeper asks its study for the best trial and Optuna raises
+    ValueError("No trials are completed yet.") before Hydra's multirun end: report the sweep as its end would
+    (every failed job named in one line, exit 1) instead of that traceback. Returns for any other error."""
+    config = _optuna_sweep.get("config")
+    if config is not None and isinstance(err, ValueError) and "No trials are completed" in str(err):
+        report_sweep(config)
+
+
+def report_sweep(config: DictConfig) -> None:
+    """How many jobs completed, the best trial of an Optuna sweep, and each failed job's one line (then exit 1)."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    jobs = sorted(p.parent for p in sweep_dir.glob("*/.hydra"))
+    failed = sorted(p.parent for p in sweep_dir.glob(f"*/{FAILED}"))
+    print(f"sweep {sweep_dir}: {len(jobs) - len(failed)} of {len(jobs)} jobs completed")
+    results = sweep_dir / "optimization_results.yaml"
+    if results.exists() and str(config.hydra.sweeper.get("_target_", "")).startswith(OPTUNA):
+        print(best_trial_line(sweep_dir, OmegaConf.to_container(OmegaConf.load(results)), config))
+    if failed:
+        for job in failed:
+            print(f"error: job {job.name} failed: {(job / FAILED).read_text().strip()}", file=sys.stderr)
+        sys.exit(1)
 
 
 def best_trial_line(sweep_dir: Path, results: dict, config: DictConfig) -> str:

@@ -450,6 +450,21 @@ def test_optuna_failed_trials_are_reported_as_in_grid_sweeps(tmp_path, tiny):
 
 
 @pytest.mark.slow
+def test_optuna_sweep_whose_every_trial_failed_names_them_without_a_traceback(tmp_path, tiny):
+    """Optuna raises "No trials are completed yet." when asked for the best of none, before Hydra's multirun end."""
+    sweep = tmp_path / "optuna"
+    proc = run_cli(*SHORT, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "lora.rank=choice(0)",
+                   f"hydra.sweep.dir={sweep}", "-m")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "No trials are completed" not in proc.stderr
+    jobs = sorted(p.parent for p in sweep.glob("*/.hydra"))
+    assert len(jobs) == 2 and "0 of 2 jobs completed" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: job {j.name} failed: lora.rank=0 is not allowed: expected an integer >= 1" for j in jobs]
+    assert "setup plugin" not in proc.stdout  # alembic (imported by optuna) logs at import: not our console's
+
+
+@pytest.mark.slow
 def test_optuna_asked_to_minimise_a_reward_is_refused(tmp_path):
     sweep = tmp_path / "optuna"
     proc = run_cli(*SHORT, "hydra/sweeper=optuna", "hydra.sweeper.direction=minimize", "lora.rank=choice(1,2)",
