@@ -453,7 +453,7 @@ def shared_state(trainer: Trainer) -> dict[str, Any]:
         "episode": trainer.episode,
         "kl_coef": trainer.kl_coef,
         "skipped_updates": trainer.skipped_updates,
-        "elapsed_s": trainer.elapsed_s,
+        "elapsed_s": trainer.elapsed_s(),
         # DeepSpeed's optimizer state is sharded: each process saves its own part
         "optimizer": None if learner.zero_stage else learner.optimizer.state_dict(),
         "scheduler": learner.scheduler.state_dict(),
@@ -515,7 +515,7 @@ def restore(trainer: Trainer, state: dict[str, Any], path: Path) -> None:
     trainer.iteration, trainer.episode = state["iteration"], state["episode"]
     trainer.kl_coef, trainer.skipped_updates = state["kl_coef"], state["skipped_updates"]
     # checkpoints written before the run's clock was kept lack it: the resumed clock then starts at the resume
-    trainer.elapsed_s = state.get("elapsed_s", 0.0)
+    trainer.elapsed_before = state.get("elapsed_s", 0.0)
     mine = load_state(path, process_file(acc.process_index))
     if learner.zero_stage:  # DeepSpeed reads each process's part from a list indexed by rank
         parts = [None] * acc.num_processes

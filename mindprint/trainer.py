@@ -59,10 +59,15 @@ class Trainer:
         self.iteration = 0
         self.episode = 0
         self.skipped_updates = 0  # iterations whose update was skipped for NaN/Inf
-        self.elapsed_s = 0.0  # training seconds of this run so far, earlier sessions included (checkpoints carry it)
+        self.elapsed_before = 0.0  # training seconds of this run's earlier sessions (a checkpoint carries them)
+        self.session_start = time.perf_counter()
         self.bad_streak = 0
         self.tracker = tracker
         self.history: list[dict] = []
+
+    def elapsed_s(self) -> float:
+        """Seconds of training of this run so far: earlier sessions' (up to their last checkpoint) and this one's."""
+        return self.elapsed_before + time.perf_counter() - self.session_start
 
     def prompt_batch(self) -> list[Prompt]:
         """ppo.batch_size episodes: batch_size / G prompts, each repeated G times in a row (a group)."""
@@ -156,13 +161,13 @@ class Trainer:
         return metrics, samples[: self.p.num_sample_generations]
 
     def train(self, progress: bool = True) -> list[dict]:
-        run_start = time.perf_counter()
-        episodes_at_start, elapsed_at_start = self.episode, self.elapsed_s
+        self.session_start = time.perf_counter()
+        episodes_at_start = self.episode
         # None: no bar when stderr is not a terminal (a log file, a SLURM job), where it would only add noise
         bar = tqdm(total=self.p.steps, initial=self.iteration, desc=self.algo.name.upper(),
                    disable=True if not (progress and self.accelerator.is_main_process) else None)
         try:
-            self.loop(bar, episodes_at_start, elapsed_at_start, run_start)
+            self.loop(bar, episodes_at_start)
         except BaseException:
             bar.leave = False  # an error's one line should not follow a half-drawn bar on the same line
             raise
@@ -171,15 +176,14 @@ class Trainer:
         self.save()
         return self.history
 
-    def loop(self, bar, episodes_at_start: int, elapsed_at_start: float, run_start: float) -> None:
+    def loop(self, bar, episodes_at_start: int) -> None:
         """Iterations until ppo.steps: step, evaluate when due, log, checkpoint, stop on signals or bad updates."""
         with StopSignals() as signals:
             while self.iteration < self.p.steps:
                 metrics = {"iteration": self.iteration + 1, **self.step()}
-                seconds = time.perf_counter() - run_start
                 # eps: this session's speed; time/elapsed_s: the run's clock, which a resume continues
-                metrics["eps"] = (self.episode - episodes_at_start) / seconds
-                self.elapsed_s = metrics["time/elapsed_s"] = elapsed_at_start + seconds
+                metrics["eps"] = (self.episode - episodes_at_start) / (time.perf_counter() - self.session_start)
+                metrics["time/elapsed_s"] = self.elapsed_s()
                 self.iteration += 1
                 last = self.iteration == self.p.steps
                 if last or (self.p.eval_every and self.iteration % self.p.eval_every == 0):

@@ -67,7 +67,7 @@ def test_grpo_resumes_exactly(tmp_path, tiny):
     # the run's clock goes on from the checkpoint, where this session's eps starts again
     clock = [r["time/elapsed_s"] for r in resumed]
     assert clock == sorted(clock) and clock[2] > clock[1] > 0
-    assert checkpoint.load_state(checkpoint.latest(split))["elapsed_s"] == clock[-1]
+    assert checkpoint.load_state(checkpoint.latest(split))["elapsed_s"] >= clock[-1]  # its evaluation, too
 
 
 def test_a_critic_only_key_with_a_critic_free_algorithm_is_warned_about():
