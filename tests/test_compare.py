@@ -153,7 +153,8 @@ def hand_values(run_dir: Path) -> dict:
         "final_kl": sum(r["objective/kl"] for r in rows[-k:]) / k,
         "mean_clipfrac": sum(r["policy/clipfrac_avg"] for r in rows) / len(rows),
         "held_out_reward": [r["eval/scores"] for r in rows if "eval/scores" in r][-1],
-        "wall_s": rows[-1]["episode"] / rows[-1]["eps"],
+        # the run's training clock; rows written without it: episode / eps
+        "wall_s": rows[-1].get("time/elapsed_s", rows[-1]["episode"] / rows[-1]["eps"]),
     }
 
 
