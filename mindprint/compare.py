@@ -297,7 +297,8 @@ def common_budget(runs: list[Run], x: str) -> tuple[float, Run, bool]:
     for run in runs:
         positions = [p for p in stats.axis(run.metrics, x) if p is not None]
         if not positions:
-            need = {"episodes": "episode", "tokens": "episode and env/response_length", "seconds": "time/elapsed_s (or episode and eps)"}
+            need = {"episodes": "episode", "tokens": "episode and env/response_length",
+                    "seconds": "time/elapsed_s (or episode and eps)"}
             raise CompareError(f"--x={x} is not allowed for {run.path}: its metrics.jsonl has no {need[x]}")
         ends.append((positions[-1], run))
     budget, shortest = min(ends, key=lambda e: e[0])
