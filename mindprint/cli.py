@@ -17,19 +17,31 @@ import hydra
 from omegaconf import OmegaConf
 
 from mindprint import config
+from mindprint.assets import path as asset_path
 from mindprint.errors import one_line
+from mindprint.records import hydra_only
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package (the checkout links conf/ to it)
-def hydra_only(run_dir: Path) -> bool:
-    """Whether `run_dir` holds only what Hydra writes before our code runs: .hydra/ and the job's log
-    (run.log, train_reward.log). A run that fails on bad input before writing anything of its own leaves no
-    directory behind."""
-    return all(p.name == ".hydra" or (p.suffix == ".log" and p.is_file()) for p in run_dir.iterdir())
+
+
+def tiny_path(kind: str) -> str:
+    """Directory of a tiny offline model, built on first use (the `${tiny:KIND}` resolver)."""
+    from mindprint.synthetic.tiny import ensure_tiny  # only when a config names one: building pulls in torch
+
+    return ensure_tiny(kind)
+
+
+def register() -> None:
+    """The config schemas with Hydra, and the resolvers the config files use (`${asset:NAME}`, `${tiny:KIND}`)."""
+    config.store_schemas()
+    for resolver, fn in (("asset", asset_path), ("tiny", tiny_path)):
+        if not OmegaConf.has_resolver(resolver):
+            OmegaConf.register_new_resolver(resolver, fn)
 
 
 def compose(overrides: list[str]) -> config.RunConfig:
     """The RunConfig that `python -m mindprint.run OVERRIDES` would run, without running it."""
-    config.register()
+    register()
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra.compose("config", overrides=overrides)
     return OmegaConf.to_object(cfg)
@@ -90,7 +102,7 @@ def cli(hydra_entry) -> None:
         try:
             hydra_entry()
         except ValueError as err:
-            from mindprint.sweep import report_all_trials_failed  # only on this path: this module stays light
+            from mindprint.analysis.sweep import report_all_trials_failed  # only on this path: this module stays light
 
             report_all_trials_failed(err)  # exits when it is an Optuna sweep whose every trial failed
             raise

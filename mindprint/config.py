@@ -10,11 +10,9 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
@@ -27,6 +25,8 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 
 QUANTIZATIONS = ("8bit", "4bit", "none")
+# Rules mindprint ships that have moved: a config written before the move still composes, resumes and compares.
+MOVED_RULES = {"mindprint.rewards:vowel_share": "mindprint.synthetic.rules:vowel_share"}
 KV_CACHES = ("dynamic", "static")  # ppo.kv_cache
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # transformers.get_scheduler names that need nothing beyond the step count: the loop steps the schedule once per
@@ -229,6 +229,7 @@ class RewardConfig:
     max_length: int = 2048  # reward-model tokens per conversation; longer ones are cut from the left
 
     def __post_init__(self) -> None:
+        self.rule = MOVED_RULES.get(self.rule, self.rule)
         _require(
             self.quantization in QUANTIZATIONS,
             "reward.quantization",
@@ -303,7 +304,7 @@ class CheckpointConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """The float a run returns to a sweeper (hydra/sweeper=optuna maximises it); defined in mindprint.stats.
+    """The float a run returns to a sweeper (hydra/sweeper=optuna maximises it); defined in mindprint.analysis.stats.
 
     held_out_reward: eval/scores at the run's last evaluation. reward_minus_kl: final reward − kl_weight · final
     KL (means over the last fifth of iterations of objective/scores and objective/kl, as the compare report).
@@ -387,23 +388,8 @@ class TrainRewardConfig:
         _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
 
 
-def asset_path(name: str) -> str:
-    """Absolute path of a file shipped in mindprint/assets (the `${asset:NAME}` resolver)."""
-    return str(resources.files("mindprint") / "assets" / name)
-
-
-def tiny_path(kind: str) -> str:
-    """Directory of a tiny offline model, built on first use (the `${tiny:KIND}` resolver)."""
-    from mindprint.tiny import ensure_tiny  # imported lazily: building pulls in torch
-
-    return ensure_tiny(kind)
-
-
-def register() -> None:
-    """Register the schema of every group with Hydra, and our resolvers with OmegaConf."""
+def store_schemas() -> None:
+    """Register the schema of every config with Hydra (the config files name them: `run_schema`, ...)."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="train_reward_schema", node=TrainRewardConfig)
-    for resolver, fn in (("asset", asset_path), ("tiny", tiny_path)):
-        if not OmegaConf.has_resolver(resolver):
-            OmegaConf.register_new_resolver(resolver, fn)

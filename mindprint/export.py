@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from mindprint import checkpoint
 from mindprint.config import ConfigError
+from mindprint.engine import checkpoint
 
 # What an exported adapter holds: peft's config and weights (never a pickled adapter_model.bin), its model card.
 ADAPTER_FILES = ("adapter_config.json", checkpoint.ADAPTER_WEIGHTS, "README.md")

@@ -17,12 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mindprint import config
-from mindprint.cli import cli, critic_key_warnings, fail, remove_if_untouched, user_mistake
+from mindprint.analysis.sweep import is_multirun, run_identity, run_objective
+from mindprint.cli import cli, critic_key_warnings, fail, register, remove_if_untouched, user_mistake
+from mindprint.engine.signals import Interrupted
 from mindprint.errors import TrainingStopped
-from mindprint.signals import Interrupted
-from mindprint.sweep import is_multirun, record_failure, run_identity, run_objective
+from mindprint.records import record_failure
 
-config.register()
+register()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -34,7 +35,7 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
         if os.environ.get("RANK", "0") == "0":
             for line in critic_key_warnings(run_cfg, list(HydraConfig.get().overrides.task)):
                 print(line, file=sys.stderr)
-        from mindprint.job import execute  # the engine: seconds to import, so only for a valid config
+        from mindprint.engine.job import execute  # the engine: seconds to import, so only for a valid config
 
         summary = execute(run_cfg, run_dir, *run_identity())
         return run_objective(run_cfg.objective, run_dir) if summary else None

@@ -21,15 +21,14 @@ from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
-from mindprint import config
+from mindprint.cli import cli, one_line_errors, register
 from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
-from mindprint.data import load_table
-from mindprint.models import load_tokenizer, pick_device
-from mindprint.rewards import RewardModelScorer
-from mindprint.cli import cli, one_line_errors
 from mindprint.console import hide_progress_bars
+from mindprint.engine.data import load_table
+from mindprint.engine.models import load_tokenizer, pick_device
+from mindprint.engine.rewards import RewardModelScorer
 
-config.register()
+register()
 COLUMNS = ("chosen", "rejected")
 
 

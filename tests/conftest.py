@@ -28,7 +28,7 @@ def run_cli(*args: str, module: str = "mindprint.run", cwd: Path = REPO, timeout
 
 @pytest.fixture(scope="session")
 def tiny():
-    from mindprint.tiny import KINDS, ensure_tiny
+    from mindprint.synthetic.tiny import KINDS, ensure_tiny
 
     return {kind: ensure_tiny(kind) for kind in KINDS}
 
@@ -39,11 +39,11 @@ def small_trainer(run_dir, *overrides):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from mindprint.data import load_prompts
-    from mindprint.models import build_models
-    from mindprint.rewards import build_scorer
     from mindprint.cli import compose
-    from mindprint.trainer import Trainer
+    from mindprint.engine.data import load_prompts
+    from mindprint.engine.models import build_models
+    from mindprint.engine.rewards import build_scorer
+    from mindprint.engine.trainer import Trainer
 
     cfg = compose(["+experiment=smoke", "ppo.micro_batch_size=2", *overrides])
     set_seed(cfg.seed)
@@ -74,10 +74,10 @@ def max_abs_log_ratio(trainer) -> tuple[float, float]:
     both 0 before any update, unless something random (dropout) or a different distribution acts."""
     import torch
 
-    from mindprint.rollout import Timer
+    from mindprint.engine.rollout import Timer
 
     r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     trainer.learner.model.train()
     with torch.no_grad():
-        logp, _, values = trainer.learner.train_forward(r.rows(torch.arange(8)))
+        logp, _, values = trainer.learner.train_forward(r[torch.arange(8)])
     return (((logp - r.logprobs).abs() * r.mask).max().item(), ((values - r.values).abs() * r.mask).max().item())

@@ -3,14 +3,14 @@
 import math
 
 import pytest
+from conftest import small_trainer
 from safetensors.torch import load_file
 
-from conftest import small_trainer
-from mindprint import checkpoint
 from mindprint.cli import compose, critic_key_warnings
 from mindprint.config import ALGORITHMS, CRITIC_FREE
-from mindprint.job import execute
-from mindprint.tracking import read_metrics
+from mindprint.engine import checkpoint
+from mindprint.engine.job import execute
+from mindprint.records import read_metrics
 
 TIMING = ("time/", "eps", "perf/")
 
@@ -45,7 +45,7 @@ def test_critic_free_means_no_critic(tmp_path, tiny):
     assert not (tmp_path / "value_model.safetensors").exists()
     prompts = [p.text for p in trainer.prompt_batch()]
     assert prompts[0:4] == [prompts[0]] * 4 and prompts[4:8] == [prompts[4]] * 4  # 2 prompts × G=4 responses
-    saved = checkpoint.save(trainer)
+    saved = trainer.checkpoint()
     assert sorted(p.name for p in saved.iterdir()) == ["adapter", "manifest.json", "process-0.pt",
                                                        "trainer_state.pt"]
     checkpoint.verify(saved)

@@ -1,15 +1,14 @@
 """Inputs found wrong by trying them: each is a one-line error naming the bad value, or is handled correctly."""
 
 import pytest
+import torch
+from conftest import model_variant
 from transformers import get_scheduler
 
-import torch
-
-from conftest import model_variant
 from mindprint.cli import compose
 from mindprint.config import LR_SCHEDULERS, ConfigError
-from mindprint.job import execute
-from mindprint.tracking import read_metrics
+from mindprint.engine.job import execute
+from mindprint.records import read_metrics
 
 SMOKE = ["+experiment=smoke"]
 

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 import yaml
+from conftest import run_cli
 from rich.console import Console
 from transformers import AutoConfig, AutoTokenizer
 
-from conftest import run_cli
-from mindprint.bench import CPU_OVERRIDES, SEVEN, compare_runs, print_cpu
-from mindprint.bench_run import trl_batching, trl_setup
+from mindprint.bench.cli import CPU_OVERRIDES, SEVEN, compare_runs, print_cpu
+from mindprint.bench.runs import trl_batching, trl_setup
 from mindprint.cli import compose
-from mindprint.shapes import synthetic_tokenizer
+from mindprint.synthetic.tokenizers import synthetic_tokenizer
 
 
 def test_trl_gets_the_settings_mindprint_runs(tiny):
@@ -80,7 +80,7 @@ def test_cpu_bench_compares_medians_pairs_and_trls_loop_alone(capsys):
 @pytest.mark.slow
 def test_peak_host_memory_counts_what_the_process_allocates():
     """Peak host memory (the run summary's and the bench's `peak_rss_gib`) rises by what the process allocates."""
-    code = ("from mindprint.hostmem import peak_rss_gib; a = peak_rss_gib(); "
+    code = ("from mindprint.engine.hostmem import peak_rss_gib; a = peak_rss_gib(); "
             "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); print(a, peak_rss_gib())")
     before, after = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True).stdout.split())

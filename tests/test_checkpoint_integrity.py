@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import run_cli
-from mindprint import checkpoint
-from mindprint.checkpoint import CheckpointDamaged, CheckpointRefused
+from safetensors.torch import save_file
 from test_checkpoint_safety import Planted
+
+from mindprint.engine import checkpoint
+from mindprint.engine.checkpoint import CheckpointDamaged, CheckpointRefused
 
 SMOKE = ["+experiment=smoke", "checkpoint.every=1"]  # 2 iterations, a checkpoint after each
 ADAPTER = f"adapter/{checkpoint.ADAPTER_WEIGHTS}"

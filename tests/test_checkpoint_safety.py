@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from mindprint import checkpoint
-from mindprint.config import ConfigError
-from mindprint.data import load_table
-from mindprint.cli import compose
-from mindprint.job import execute
 from test_reliability import TINY_RUN
+
+from mindprint.cli import compose
+from mindprint.config import ConfigError
+from mindprint.engine import checkpoint
+from mindprint.engine.data import load_table
+from mindprint.engine.job import execute
 
 LAST = "iter-000002"
 # Every kind of file a checkpoint holds.

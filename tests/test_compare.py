@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cli
-from mindprint import stats
-from mindprint.compare import main as compare_main
-from mindprint.tracking import read_metrics
 from wandb_file import read_run, wandb_file
+
+from mindprint.analysis import stats
+from mindprint.analysis.compare import main as compare_main
+from mindprint.records import read_metrics
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729911275, 3: 3.182446305284263, 4: 2.7764451051977987}  # textbook table
 SHORT = ["+experiment=smoke"]
@@ -211,7 +211,9 @@ def test_one_study_launched_as_two_sweeps_and_a_list_of_run_dirs(tmp_path):
 def test_curves_show_the_mean_with_a_band(tmp_path):
     sweep = seeds_study(tmp_path / "sweep")
     compare(sweep)
-    from mindprint.compare import discover, group_curve, group_runs
+    from mindprint.analysis.groups import group_runs
+    from mindprint.analysis.plots import group_curve
+    from mindprint.analysis.runs import discover
     runs, _ = discover([sweep])
     for r in runs:
         r.history = r.metrics

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
-from mindprint.config import ConfigError, LoraConfig, PPOConfig, RunConfig
+
 from mindprint.cli import compose
+from mindprint.config import ConfigError, LoraConfig, PPOConfig, RunConfig
 
 
 def test_defaults_compose_to_seed_values():

@@ -8,7 +8,6 @@ tests do not depend on the CPU they run on.
 import os
 
 import pytest
-
 from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs

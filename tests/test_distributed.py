@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
-from mindprint import checkpoint
-from mindprint.tracking import read_metrics
+from mindprint.engine import checkpoint
+from mindprint.records import read_metrics
 
 pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
 

@@ -8,8 +8,8 @@ import statistics
 import pytest
 import torch
 
-from mindprint import estimators as est
-from mindprint import ppo
+from mindprint.algorithms import estimators as est
+from mindprint.algorithms import ppo
 
 
 def t(x):

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from mindprint.config import asset_path
+
+from mindprint.assets import path as asset_path
 from mindprint.cli import compose
-from mindprint.job import execute
+from mindprint.engine.job import execute
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 

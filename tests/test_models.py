@@ -5,11 +5,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from mindprint.config import LoraConfig, RewardConfig
-from mindprint.models import apply_lora, build_models, build_reward
-from mindprint.report import count_parameters, lora_formula
 from mindprint.cli import compose
-from mindprint.shapes import QWEN3_0_6B, qwen3_config
+from mindprint.config import LoraConfig, RewardConfig
+from mindprint.engine.models import apply_lora, build_models, build_reward
+from mindprint.engine.report import count_parameters, lora_formula
+from mindprint.synthetic.shapes import QWEN3_0_6B, qwen3_config
 
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -105,7 +105,7 @@ def test_pad_distinct_from_eos_and_two_stop_ids(demo_models):
 @pytest.mark.parametrize("value_rank", [0, 4])
 def test_trained_tensors_stay_fp32_when_the_model_loads_in_bf16(tiny, value_rank):
     """On a GPU, model.dtype=auto loads bf16; AdamW on bf16 weights would lose most small updates."""
-    from mindprint.models import TokenValueModel
+    from mindprint.engine.models import TokenValueModel
 
     models = build_models(compose(["+experiment=demo", "model.dtype=bfloat16", f"lora.value_rank={value_rank}"]),
                           torch.device("cpu"))

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, max_abs_log_ratio, model_variant, small_trainer
-from mindprint import ppo
-from mindprint.rollout import Timer
-from mindprint.update import TokenStats
 from update_probe import cut
+
+from mindprint.algorithms import ppo
+from mindprint.engine.rollout import Timer
+from mindprint.engine.update import TokenStats
 
 TIMING = ("time/", "eps", "perf/")
 
@@ -56,7 +56,7 @@ def test_micro_batch_size_is_pure_gradient_accumulation(tmp_path, tiny):
         for key in ("loss/policy_avg", "loss/value_avg"):
             assert stats[key] == pytest.approx(logged[key], rel=1e-5), (micro, key)
     with torch.no_grad():
-        logp, _, values = learner.train_forward(r.rows(torch.arange(8)))
+        logp, _, values = learner.train_forward(r[torch.arange(8)])
     ratio = torch.exp(logp - r.logprobs)
     assert ((ratio - 1).abs() > 0.2).any()
     surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
@@ -124,7 +124,7 @@ def test_reference_copy_is_the_initial_policy_when_a_pad_token_is_added(tmp_path
     r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     assert torch.equal(r.logprobs, r.ref_logprobs)
     with torch.no_grad():
-        kl = trainer.actor.exact_kl(r.rows(torch.arange(8)), 1.0)
+        kl = trainer.actor.exact_kl(r[torch.arange(8)], 1.0)
     assert (kl * r.mask).abs().max().item() == 0.0
 
 

@@ -1,11 +1,11 @@
 """mindprint installs as a package: the wheel holds the configs, and runs compose from any directory."""
 
-import pytest
 import shutil
 import subprocess
 import sys
 import zipfile
 
+import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mindprint import ppo
+from mindprint.algorithms import ppo
 
 
 def t(x):
@@ -113,7 +113,7 @@ def test_losses_reduced_over_a_minibatch_normaliser_by_hand():
     the minibatch's token mean, however the rows are split (a token mean per row would give 1.5 + 4)."""
     from functools import partial
 
-    from mindprint.estimators import aggregate
+    from mindprint.algorithms.estimators import aggregate
 
     mask = t([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     reduce = partial(aggregate, mode="token_mean", n_tokens=t(3.0), n_seqs=t(2.0), max_len=3)

@@ -7,20 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
+import rules
 import torch
+from conftest import REPO, run_cli
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-import rules
-from conftest import REPO, run_cli
-from mindprint import checkpoint
+from mindprint.cli import compose
 from mindprint.config import ConfigError
+from mindprint.engine import checkpoint
+from mindprint.engine.job import execute
 from mindprint.errors import TrainingStopped
 from mindprint.export import main as export_main
-from mindprint.cli import compose
-from mindprint.job import execute
-from mindprint.tracking import read_metrics
+from mindprint.records import read_metrics
 
 pytestmark = pytest.mark.slow  # multi-process launches, full CLI runs
 

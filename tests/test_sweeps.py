@@ -3,12 +3,12 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
-from mindprint.compare import main as compare_main
-from mindprint.config import register
-from mindprint.tracking import read_metrics
 from wandb_file import read_run, wandb_file
+
+from mindprint.analysis.compare import main as compare_main
+from mindprint.cli import register
+from mindprint.records import read_metrics
 
 SHORT = ["+experiment=smoke"]
 

@@ -5,19 +5,19 @@ import math
 
 import pytest
 import torch
+from conftest import max_abs_log_ratio, run_cli, small_trainer
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import max_abs_log_ratio, run_cli, small_trainer
-from mindprint.config import RewardConfig
-from mindprint.data import PromptSampler, load_prompts
-from mindprint.models import build_reward
-from mindprint.rewards import RewardModelScorer, build_scorer
 from mindprint.cli import compose
-from mindprint.job import execute
-from mindprint.tracking import read_metrics
-from mindprint.rollout import Timer, sequence_inputs
+from mindprint.config import RewardConfig
+from mindprint.engine.data import PromptSampler, load_prompts
+from mindprint.engine.job import execute
+from mindprint.engine.models import build_reward
+from mindprint.engine.rewards import RewardModelScorer, build_scorer
+from mindprint.engine.rollout import Timer
+from mindprint.records import read_metrics
 
 DESIGN_METRICS = [
     "objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "objective/scores",
@@ -107,10 +107,10 @@ def test_micro_batches_drop_shared_padding_and_score_as_in_the_full_batch(tmp_pa
     trainer = small_trainer(tmp_path)
     r = trainer.actor.rollout(trainer.sampler.batch(0, 8), Timer())
     short = r.query_mask.sum(1).argsort()[:2]  # the two shortest prompts: padding columns they share
-    rows = r.rows(short)
-    input_ids, attention_mask, _ = sequence_inputs(**rows)
-    padded = rows["queries"].shape[1] - int(rows["query_mask"].sum(1).max())
-    assert padded > 0 and input_ids.shape[1] == rows["queries"].shape[1] + rows["responses"].shape[1] - padded
+    rows = r[short]
+    input_ids, attention_mask, _ = rows.inputs()
+    padded = rows.queries.shape[1] - int(rows.query_mask.sum(1).max())
+    assert padded > 0 and input_ids.shape[1] == rows.queries.shape[1] + rows.responses.shape[1] - padded
     assert attention_mask[:, 0].any()
     with torch.no_grad():
         logp, _, values = trainer.learner.train_forward(rows)
@@ -124,11 +124,11 @@ def test_generation_in_rollout_batch_size_chunks_gives_the_same_greedy_responses
     rows_per_call = []
     generate = chunked.actor.policy.generate
     chunked.actor.policy.generate = lambda **kw: rows_per_call.append(len(kw["input_ids"])) or generate(**kw)
-    _, _, expected, expected_mask = whole.actor.generate(prompts, temperature=0.0)
-    queries, query_mask, responses, mask = chunked.actor.generate(prompts, temperature=0.0)
+    expected = whole.actor.generate(prompts, temperature=0.0)
+    got = chunked.actor.generate(prompts, temperature=0.0)
     assert rows_per_call == [3, 3, 2]
-    assert queries.shape[0] == responses.shape[0] == 8 and query_mask.shape == queries.shape
-    assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
+    assert got.queries.shape[0] == len(got) == 8 and got.query_mask.shape == got.queries.shape
+    assert torch.equal(got.responses, expected.responses) and torch.equal(got.mask, expected.mask)
 
 
 def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
@@ -136,9 +136,9 @@ def test_chunks_that_stop_early_are_padded_to_the_longest(tmp_path, tiny):
     pad = trainer.models.tokenizer.pad_token_id
     lengths = []
     for it in range(3):
-        _, _, responses, mask = trainer.actor.generate(trainer.sampler.batch(it, 8), temperature=1.0)
-        assert responses.shape == (8, 40)
-        for row, m in zip(responses, mask):
+        got = trainer.actor.generate(trainer.sampler.batch(it, 8), temperature=1.0)
+        assert got.responses.shape == (8, 40)
+        for row, m in zip(got.responses, got.mask):
             lengths.append(int(m.sum()))
             assert (row[lengths[-1]:] == pad).all()
     assert min(lengths) < 40 == max(lengths)  # some one-row chunks stopped early, others ran to the limit
@@ -159,12 +159,12 @@ def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weight
     widths = set()
     for it in range(3):
         prompts = eager.sampler.batch(it, 8)
-        queries, _, expected, expected_mask = eager.actor.generate(prompts, temperature=0.0)
-        _, _, responses, mask = static.actor.generate(prompts, temperature=0.0)
-        assert torch.equal(responses, expected) and torch.equal(mask, expected_mask)
-        widths.add(queries.shape[1])
+        expected = eager.actor.generate(prompts, temperature=0.0)
+        got = static.actor.generate(prompts, temperature=0.0)
+        assert torch.equal(got.responses, expected.responses) and torch.equal(got.mask, expected.mask)
+        widths.add(expected.queries.shape[1])
         if it == 0:
-            before = responses
+            before = got.responses
     assert len(widths) > 1 and counters["stats"]["unique_graphs"] == graphs + 1  # compiled once
     # The optimizer updates the weights in place: the compiled step must read them, not a copy taken at compile.
     with torch.no_grad():
@@ -173,8 +173,8 @@ def test_a_static_kv_cache_compiles_decoding_once_and_samples_the_current_weight
             for p in trainer.learner.policy_params:
                 p.add_(torch.randn(p.shape, generator=gen))
     prompts = eager.sampler.batch(0, 8)
-    after = static.actor.generate(prompts, temperature=0.0)[2]
-    assert torch.equal(after, eager.actor.generate(prompts, temperature=0.0)[2]) and not torch.equal(after, before)
+    after = static.actor.generate(prompts, temperature=0.0).responses
+    assert torch.equal(after, eager.actor.generate(prompts, temperature=0.0).responses) and not torch.equal(after, before)
 
 
 def test_masks_and_missing_eos_penalty(tmp_path, tiny):
@@ -264,13 +264,15 @@ def test_cli_run_writes_metrics_and_artifacts(tmp_path, tiny):
 
 def test_rule_scorer_and_a_bad_rule():
     from mindprint.config import ConfigError
-    from mindprint.rewards import load_rule, vowel_share
+    from mindprint.engine.rewards import load_rule
+    from mindprint.synthetic.rules import vowel_share
 
-    scorer = build_scorer(RewardConfig(name=None, rule="mindprint.rewards:vowel_share"), None, None)
+    scorer = build_scorer(RewardConfig(name=None, rule="mindprint.synthetic.rules:vowel_share"), None, None)
     assert scorer(["p", "p", "p"], ["aei", "bcd", "a1b2"]).tolist() == [1.0, 0.0, 0.5]
     assert vowel_share(["p"], ["!!"]) == [0.0]
-    with pytest.raises(ConfigError, match="reward.rule='mindprint.rewards:nope'"):
-        load_rule("mindprint.rewards:nope")
+    assert RewardConfig(name=None, rule="mindprint.rewards:vowel_share").rule == "mindprint.synthetic.rules:vowel_share"
+    with pytest.raises(ConfigError, match="reward.rule='mindprint.engine.rewards:nope'"):
+        load_rule("mindprint.engine.rewards:nope")
 
 
 def test_ratio_is_one_at_a_sampling_temperature_below_one(tmp_path, tiny):

@@ -3,14 +3,14 @@
 import json
 
 import pytest
-
 from conftest import run_cli
-from mindprint.config import ConfigError, PairsConfig
+
 from mindprint.cli import compose
-from mindprint.job import execute
+from mindprint.config import ConfigError, PairsConfig
+from mindprint.engine.job import execute
+from mindprint.records import read_metrics
+from mindprint.synthetic.pairs import LEXICON, synthetic_pairs
 from mindprint.train_reward import load_pairs
-from mindprint.tracking import read_metrics
-from mindprint.voice import LEXICON, synthetic_pairs
 
 
 def test_synthetic_pairs_carry_the_voice_on_the_chosen_side_only():

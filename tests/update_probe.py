@@ -17,14 +17,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from mindprint.data import load_prompts
-from mindprint.models import build_models
-from mindprint.rewards import build_scorer
 from mindprint.cli import compose
-from mindprint import distributed
-from mindprint.rollout import Rollout, Timer
-from mindprint.trainer import Trainer
-from mindprint.update import TokenStats
+from mindprint.engine import distributed
+from mindprint.engine.data import load_prompts
+from mindprint.engine.models import build_models
+from mindprint.engine.rewards import build_scorer
+from mindprint.engine.rollout import Rollout, Timer
+from mindprint.engine.trainer import Trainer
+from mindprint.engine.update import TokenStats
 
 LENGTHS = [12, 3, 7, 1, 12, 5, 9, 2]  # real tokens per row after the cut (response_length 12)
 

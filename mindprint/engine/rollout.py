@@ -16,36 +16,51 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import GenerationConfig
 
-from mindprint import distributed, ppo
+from mindprint.algorithms import ppo
 from mindprint.config import RunConfig
-from mindprint.data import Prompt
-from mindprint.models import Models
-from mindprint.rewards import Scorer
+from mindprint.engine import distributed
+from mindprint.engine.data import Prompt
+from mindprint.engine.models import Models
+from mindprint.engine.rewards import Scorer
 
 
 @dataclass
-class Rollout:
-    """One iteration's B episodes on this process; with algo.group_size G, rows [g·G, (g+1)·G) share a prompt."""
+class Episodes:
+    """B episodes as token ids: what every forward over them (log-probs, values, KL) reads. `episodes[idx]` is the
+    episodes of the rows `idx` (a slice or an index tensor)."""
 
-    prompts: list[Prompt]  # B
-    texts: list[str]  # B decoded responses, cut at the first stop token
     queries: torch.Tensor  # B × Lq prompt ids, left-padded
     query_mask: torch.Tensor  # B × Lq
     responses: torch.Tensor  # B × T response ids, pad after the first stop token
     mask: torch.Tensor  # B × T float: 1 on real response tokens (the stop token included)
+
+    def __getitem__(self, idx) -> Episodes:
+        return Episodes(self.queries[idx], self.query_mask[idx], self.responses[idx], self.mask[idx])
+
+    def __len__(self) -> int:
+        return self.responses.shape[0]
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompt + response as one left-padded sequence (without the padding every row shares), its attention mask,
+        and positions as generate() counts them."""
+        queries, query_mask = drop_shared_padding(self.queries, self.query_mask)
+        input_ids = torch.cat([queries, self.responses], dim=1)
+        attention_mask = torch.cat([query_mask, self.mask.long()], dim=1)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids, attention_mask, position_ids
+
+
+@dataclass
+class Rollout(Episodes):
+    """One iteration's B episodes on this process, with what the models said of them; with algo.group_size G,
+    rows [g·G, (g+1)·G) share a prompt. Indexing gives the `Episodes` of some rows, what a forward needs."""
+
+    prompts: list[Prompt]  # B
+    texts: list[str]  # B decoded responses, cut at the first stop token
     logprobs: torch.Tensor  # B × T: log π_old(a_t), from logits/temperature as sampled
     ref_logprobs: torch.Tensor  # B × T: log π_ref(a_t)
     values: Optional[torch.Tensor]  # B × T: V(s_t); None without a critic
     scores: torch.Tensor  # B: the reward model's (or rule's) score, missing_eos_penalty applied
-
-    def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What a forward over the rows `idx` needs."""
-        return {
-            "queries": self.queries[idx],
-            "query_mask": self.query_mask[idx],
-            "responses": self.responses[idx],
-            "mask": self.mask[idx],
-        }
 
 
 class Timer:
@@ -87,15 +102,6 @@ def drop_shared_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     return ids[:, first:], mask[:, first:]
 
 
-def sequence_inputs(queries, query_mask, responses, mask):
-    """Prompt + response as one left-padded sequence (without shared padding); positions as generate() counts them."""
-    queries, query_mask = drop_shared_padding(queries, query_mask)
-    input_ids = torch.cat([queries, responses], dim=1)
-    attention_mask = torch.cat([query_mask, mask.long()], dim=1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids, attention_mask, position_ids
-
-
 class Actor:
     """Samples responses and scores them; every forward here is no-grad and calls the models directly
     (no gradient sync), except generation under ZeRO-3, which gathers the sharded weights once per call."""
@@ -128,7 +134,7 @@ class Actor:
                                 pad_token_id=self.models.tokenizer.pad_token_id, **sampling, **cache)
 
     @torch.no_grad()
-    def generate(self, prompts: list[Prompt], temperature: float) -> tuple[torch.Tensor, ...]:
+    def generate(self, prompts: list[Prompt], temperature: float) -> Episodes:
         tok = self.models.tokenizer
         enc = tok([p.query for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
         queries, query_mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
@@ -146,11 +152,11 @@ class Actor:
         responses = torch.cat([F.pad(c, (0, width - c.shape[1]), value=tok.pad_token_id) for c in out_chunks])
         mask = ppo.response_mask(responses, self.models.stop_ids)
         responses = torch.where(mask.bool(), responses, tok.pad_token_id)
-        return queries, query_mask, responses, mask
+        return Episodes(queries, query_mask, responses, mask)
 
-    def logits(self, model, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
-        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
-        T = rows["responses"].shape[1]
+    def logits(self, model, rows: Episodes, temperature: float) -> torch.Tensor:
+        input_ids, attention_mask, position_ids = rows.inputs()
+        T = rows.responses.shape[1]
         out = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -160,24 +166,23 @@ class Actor:
         )
         return response_logits(out.logits, temperature)
 
-    def logprobs(self, model, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    def logprobs(self, model, rows: Episodes, temperature: float) -> torch.Tensor:
         """log π(a_t|s_t) of each response token from logits/temperature, as sampling drew them."""
-        return ppo.logprobs_from_logits(self.logits(model, rows, temperature), rows["responses"])
+        return ppo.logprobs_from_logits(self.logits(model, rows, temperature), rows.responses)
 
-    def exact_kl(self, rows: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
+    def exact_kl(self, rows: Episodes, temperature: float) -> torch.Tensor:
         logits = self.logits(self.policy, rows, temperature)
         with self.models.reference_mode() as ref:
             ref_logits = self.logits(ref, rows, temperature)
         return ppo.kl_exact(logits, ref_logits)
 
-    def values(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
-        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
-        return response_values(self.value(input_ids, attention_mask, position_ids), rows["responses"].shape[1])
+    def values(self, rows: Episodes) -> torch.Tensor:
+        return response_values(self.value(*rows.inputs()), rows.responses.shape[1])
 
     @torch.no_grad()
-    def batched(self, fn, rows: dict[str, torch.Tensor]) -> torch.Tensor:
-        n = rows["responses"].shape[0]
-        return torch.cat([fn({k: v[s] for k, v in rows.items()}) for s in chunks(n, self.p.rollout_batch_size)])
+    def batched(self, fn, episodes: Episodes) -> torch.Tensor:
+        """`fn` over the episodes in chunks of ppo.rollout_batch_size (the memory of a no-grad forward), joined."""
+        return torch.cat([fn(episodes[s]) for s in chunks(len(episodes), self.p.rollout_batch_size)])
 
     def decode(self, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
         tok = self.models.tokenizer
@@ -199,18 +204,18 @@ class Actor:
         """Generate, then the old and reference log-probs, the values (with a critic) and the scores."""
         self.engine.eval()
         with timer("generate"):
-            queries, query_mask, responses, mask = self.generate(prompts, self.p.temperature)
-        rows = {"queries": queries, "query_mask": query_mask, "responses": responses, "mask": mask}
+            e = self.generate(prompts, self.p.temperature)
         temp = self.p.temperature
         with timer("generate"):  # old log-probs belong to sampling: the same forward as training
-            logprobs = self.batched(lambda r: self.logprobs(self.policy, r, temp), rows)
+            logprobs = self.batched(lambda rows: self.logprobs(self.policy, rows, temp), e)
         with timer("reference"), self.models.reference_mode() as ref:
-            ref_logprobs = self.batched(lambda r: self.logprobs(ref, r, temp), rows)
+            ref_logprobs = self.batched(lambda rows: self.logprobs(ref, rows, temp), e)
         values = None
         if self.value is not None:
             with timer("value"):
-                values = self.batched(self.values, rows)
+                values = self.batched(self.values, e)
         with timer("reward"):
-            texts = self.decode(responses, mask)
-            scores = self.score(prompts, texts, responses, mask)
-        return Rollout(prompts, texts, queries, query_mask, responses, mask, logprobs, ref_logprobs, values, scores)
+            texts = self.decode(e.responses, e.mask)
+            scores = self.score(prompts, texts, e.responses, e.mask)
+        return Rollout(e.queries, e.query_mask, e.responses, e.mask, prompts=prompts, texts=texts, logprobs=logprobs,
+                       ref_logprobs=ref_logprobs, values=values, scores=scores)

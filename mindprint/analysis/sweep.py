@@ -18,11 +18,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mindprint.analysis.runs import best_trial, load_run
+from mindprint.analysis.stats import objective_value
 from mindprint.config import ObjectiveConfig
-from mindprint.stats import objective_value
-from mindprint.tracking import read_metrics
+from mindprint.records import FAILED, METRICS, read_metrics
 
-FAILED = "FAILED"
 # Overrides that say how a run is launched or logged, not what it is: left out of run names.
 NOT_IN_NAME = ("+experiment=", "experiment=", "logger.", "logger=", "hydra.", "hydra/", "device=")
 
@@ -71,14 +71,8 @@ def run_identity() -> tuple[str, str]:
 
 
 def run_objective(objective: ObjectiveConfig, run_dir: Path) -> float:
-    """The run's `objective` (see mindprint.stats.objective_value), read off its metrics.jsonl."""
-    return objective_value(objective.name, objective.kl_weight, read_metrics(run_dir / "metrics.jsonl"))
-
-
-def record_failure(run_dir: Path, message: str, details: str) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FAILED).write_text(message.strip().splitlines()[0] + "\n")
-    (run_dir / "error.txt").write_text(details)
+    """The run's `objective` (see mindprint.analysis.stats.objective_value), read off its metrics.jsonl."""
+    return objective_value(objective.name, objective.kl_weight, read_metrics(run_dir / METRICS))
 
 
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper"
@@ -138,11 +132,9 @@ def report_sweep(config: DictConfig) -> None:
 
 def best_trial_line(sweep_dir: Path, results: dict, config: DictConfig) -> str:
     """'best trial: JOB_DIR (objective NAME = VALUE; PARAMS)' from an Optuna sweep's optimization_results.yaml."""
-    from mindprint.compare import best_trial, load_run  # compare imports this module
-
     params = results.get("best_params") or {}
     runs = [load_run(p.parent) for p in sorted(sweep_dir.glob("*/.hydra"))]
-    trial = best_trial(sweep_dir, params, runs)
+    trial = best_trial(params, runs)
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     where = trial.path.name if trial else "(no job directory matches its parameters)"
     return f"best trial: {where} (objective {config.objective.name} = {results.get('best_value')}; {shown})"

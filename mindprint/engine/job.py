@@ -17,18 +17,18 @@ from typing import Optional
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from mindprint import checkpoint, config
-from mindprint.cli import hydra_only
+from mindprint import config
 from mindprint.console import hide_progress_bars
-from mindprint.data import load_prompts
-from mindprint.distributed import configure_deepspeed, make_accelerator, no_zero3_init
-from mindprint.hostmem import peak_rss_gib
-from mindprint.models import build_models, pick_device, use_tf32
-from mindprint.report import count_parameters, lora_formula, print_models, print_summary, summarise
-from mindprint.rewards import build_scorer
-from mindprint.tracking import Tracker, jsonable, read_metrics, truncate_log
-from mindprint import checkpoint as checkpoints
-from mindprint.trainer import Trainer
+from mindprint.engine import checkpoint
+from mindprint.engine.data import load_prompts
+from mindprint.engine.distributed import configure_deepspeed, make_accelerator, no_zero3_init
+from mindprint.engine.hostmem import peak_rss_gib
+from mindprint.engine.models import build_models, pick_device, use_tf32
+from mindprint.engine.report import count_parameters, lora_formula, print_models, print_summary, summarise
+from mindprint.engine.rewards import build_scorer
+from mindprint.engine.tracking import Tracker
+from mindprint.engine.trainer import Trainer
+from mindprint.records import METRICS, SAMPLES, cut_short, hydra_only, jsonable, read_metrics, truncate_log
 
 
 def model_names(cfg: config.RunConfig) -> dict[str, str]:
@@ -68,8 +68,8 @@ def execute(cfg: config.RunConfig, run_dir: Path, group: str = "mindprint", name
         tracker = Tracker(run_dir, cfg.logger, {**dataclasses.asdict(cfg), **facts}, group, name, wandb_id)
     trainer = Trainer(cfg, models, prompts, scorer, run_dir, accelerator, tracker)
     if state is not None:
-        checkpoints.restore(trainer, state, resume_from)
-        trainer.history = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        trainer.load_state_dict(state, resume_from)
+        trainer.history = read_metrics(run_dir / METRICS) if (run_dir / METRICS).exists() else []
         print(f"resumed from {resume_from} (iteration {trainer.iteration} of {cfg.ppo.steps})")
     exit_code = 1
     try:
@@ -110,7 +110,7 @@ def prepare_run_dir(
     """For resume=true: the newest intact checkpoint and its state, logs cut back to it (a warning line for each
     damaged checkpoint skipped). Else: refuse to mix two runs."""
     if not cfg.resume:
-        if (run_dir / "metrics.jsonl").exists():
+        if (run_dir / METRICS).exists():
             raise config.ConfigError(
                 f"hydra.run.dir={str(run_dir)!r} is not allowed: it already holds a run; add resume=true to "
                 "continue it, or choose another directory"
@@ -134,13 +134,19 @@ def prepare_run_dir(
     if accelerator.is_main_process:
         for err in damaged:
             print(f"warning: {err}; resuming from {path.name}", file=sys.stderr)
-    changes = checkpoint.config_changes(state["config"], dataclasses.asdict(cfg))
+    saved = state["config"]
+    if saved.get("reward", {}).get("rule") in config.MOVED_RULES:  # written before the rule moved: the same rule
+        saved = {**saved, "reward": {**saved["reward"], "rule": config.MOVED_RULES[saved["reward"]["rule"]]}}
+    changes = checkpoint.config_changes(saved, dataclasses.asdict(cfg))
     if changes:
         raise config.ConfigError(
             f"resume=true is not allowed: {path.name} was written by a different config ({'; '.join(changes)})"
         )
     if accelerator.is_main_process:
-        for log in ("metrics.jsonl", "samples.jsonl"):  # lines past the checkpoint are redone, never doubled
+        for log in (METRICS, SAMPLES):  # lines past the checkpoint are redone, never doubled
+            if cut_short(run_dir / log):
+                print(f"warning: the last line of {run_dir / log} was cut short (the run was stopped while writing "
+                      f"it); dropped, with every line past {path.name}", file=sys.stderr)
             truncate_log(run_dir / log, state["iteration"])
     accelerator.wait_for_everyone()
     return path, state

@@ -95,19 +95,3 @@ def build_scorer(cfg: RewardConfig, model, tokenizer) -> Scorer:
     if cfg.rule is not None:
         return RuleScorer(cfg.rule, load_rule(cfg.rule))
     return RewardModelScorer(model, tokenizer, cfg.batch_size, cfg.max_length)
-
-
-VOWELS = frozenset("aeiouAEIOU")
-
-
-def vowel_share(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    """Demo rule: share of a response's letters that are vowels (0 for a response without letters).
-
-    A random tiny policy emits a mix of byte-level tokens; raising this share means learning to
-    prefer a subset of its vocabulary, which PPO on a small LoRA does in a few dozen iterations.
-    """
-    out = []
-    for r in responses:
-        letters = [c for c in r if c.isalpha()]
-        out.append(sum(c in VOWELS for c in letters) / len(letters) if letters else 0.0)
-    return out

@@ -1,7 +1,7 @@
 """`python -m mindprint.bench cpu|gpu`: mindprint and TRL side by side.
 
 cpu: PPO against TRL 1.12's PPOTrainer (its last PPO release, from .venv-trl, which `make bench` builds), and
-GRPO and RLOO against TRL 1.16's GRPOTrainer and RLOOTrainer (benchmarks/trl_grpo.py, in this venv). Both
+GRPO and RLOO against TRL 1.16's GRPOTrainer and RLOOTrainer (mindprint/bench/trl_grpo.py, in this venv). Both
 sides train the same tiny policy (+ the same LoRA) and reward model (sharing the policy's tokenizer, which
 TRL requires) on the same prompts, with the same batch, minibatch, micro-batch, group size, response length
 and epochs, in fp32. Each runs `--reps` times in a fresh process, the two back to back; the median
@@ -24,11 +24,11 @@ import trl
 from rich.console import Console
 from rich.table import Table
 
-from mindprint.bench_gpu import PRECISIONS, bench_gpu
-from mindprint.bench_run import REPO, run_mindprint, run_trl, trl_critic_free_setup, trl_setup
-from mindprint.config import KV_CACHES
+from mindprint.bench.gpu import PRECISIONS, bench_gpu
+from mindprint.bench.runs import run_mindprint, run_trl, trl_critic_free_setup, trl_setup
 from mindprint.cli import compose
-from mindprint.tiny import ensure_tiny
+from mindprint.config import KV_CACHES
+from mindprint.synthetic.tiny import ensure_tiny
 
 CRITIC_FREE_BENCH = ("grpo", "rloo")  # TRL 1.16 has a trainer for these two
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -166,10 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=512, help="gpu: tokens per prompt")
     parser.add_argument("--device", default="cuda", help="gpu: where the models run")
     parser.add_argument("--no-trl", action="store_true", help="gpu: mindprint only")
-    parser.add_argument("--trl-python", type=Path, default=REPO / ".venv-trl" / "bin" / "python")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
+    parser.add_argument("--trl-python", type=Path, default=Path(".venv-trl/bin/python"),
+                        help="TRL 1.12's venv (make bench builds it in the checkout)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args(argv)
-    args.out = args.out.resolve()  # the runs start in the repository root
+    args.out = args.out.resolve()
     precisions, kv_caches, algos = args.precisions.split(","), args.kv_cache.split(","), args.algos.split(",")
     for option, values, allowed in (("precisions", precisions, PRECISIONS), ("kv-cache", kv_caches, KV_CACHES),
                                     ("algos", algos, ("ppo", *CRITIC_FREE_BENCH))):

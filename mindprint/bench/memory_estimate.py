@@ -1,6 +1,6 @@
 """Peak GPU memory of experiments/baseline.yaml, estimated on a CPU.
 
-    python benchmarks/memory_estimate.py [--layers 2,3] [--variants default,gc,rollout16,value_lora]
+    python -m mindprint.bench.memory_estimate [--layers 2,3] [--variants default,gc,rollout16,value_lora]
 
 What it measures: live tensor bytes (each tensor storage counted once, from its allocation until it is
 freed, by a TorchDispatchMode) while mindprint's own PPOTrainer runs one iteration of the baseline
@@ -163,7 +163,7 @@ def overrides(model_dir: str, prompts: Path, variant: str) -> list[str]:
         extra.update(VARIANTS[name])
     return [
         "+experiment=baseline", f"model.name={model_dir}", "model.dtype=bfloat16", "device=cpu",
-        "reward.name=null", "reward.rule=mindprint.rewards:vowel_share",
+        "reward.name=null", "reward.rule=mindprint.synthetic.rules:vowel_share",
         f"data.name={prompts}", "data.eval_split=null", "data.eval_size=0", "data.max_prompt_length=512",
         "ppo.steps=1", "ppo.ppo_epochs=1", "ppo.eval_every=0", "checkpoint.every=0",
         *(f"{k}={v}" for k, v in extra.items()),
@@ -173,11 +173,11 @@ def overrides(model_dir: str, prompts: Path, variant: str) -> list[str]:
 def measure(model_dir: str, prompts: Path, variant: str, full_update: bool = False) -> dict:
     from accelerate import Accelerator
 
-    from mindprint.data import load_prompts
-    from mindprint.models import build_models
-    from mindprint.rewards import build_scorer
     from mindprint.cli import compose
-    from mindprint.trainer import Trainer
+    from mindprint.engine.data import load_prompts
+    from mindprint.engine.models import build_models
+    from mindprint.engine.rewards import build_scorer
+    from mindprint.engine.trainer import Trainer
 
     torch.manual_seed(0)
     cfg = compose(overrides(model_dir, prompts, variant))
@@ -248,7 +248,7 @@ def reward_model_bytes() -> dict[str, int]:
     output row; nf4: ½ byte/weight + an fp32 absmax per 64-weight block (no double quantization)."""
     from transformers import AutoModelForSequenceClassification
 
-    from mindprint.shapes import QWEN3_8B, qwen3_config
+    from mindprint.synthetic.shapes import QWEN3_8B, qwen3_config
 
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(qwen3_config(QWEN3_8B, num_labels=1),
@@ -287,7 +287,7 @@ def extrapolate(by_layers: dict[int, float], target: int = FULL_LAYERS) -> float
 
 
 def ensure_model(workdir: Path, layers: int) -> str:
-    from mindprint.shapes import QWEN3_0_6B, build_random
+    from mindprint.synthetic.shapes import QWEN3_0_6B, build_random
 
     path = workdir / "models" / f"L{layers}"
     if not (path / "config.json").exists():
@@ -296,7 +296,7 @@ def ensure_model(workdir: Path, layers: int) -> str:
 
 
 def ensure_prompts(workdir: Path, model_dir: str, tokens: int = 512) -> Path:
-    from mindprint.bench_gpu import write_prompts
+    from mindprint.bench.gpu import write_prompts
 
     path = workdir / f"prompts-{tokens}.jsonl"
     if not path.exists():

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     GenerationConfig,
     PreTrainedTokenizerFast,
@@ -27,17 +26,10 @@ from transformers import (
     Qwen3ForSequenceClassification,
 )
 
-from mindprint.config import asset_path
+from mindprint.synthetic.tokenizers import policy_tokenizer, reward_tokenizer
 
 BUILD_VERSION = "v1"  # bump when anything below changes what gets built
 KINDS = ("policy", "reward", "classifier")
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-# Tokenizer B's template differs in markup as well as in vocabulary, like a foreign reward model's.
-BRACKETS = "<s>{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] }}\n{% endfor %}</s>"
 
 
 def tiny_root() -> Path:
@@ -60,38 +52,6 @@ def ensure_tiny(kind: str) -> str:
         except OSError:  # another process finished first; its copy is identical
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
-
-
-def _corpus() -> list[str]:
-    text = Path(asset_path("corpus.txt")).read_text().splitlines()
-    prompts = Path(asset_path("demo_prompts.jsonl")).read_text().splitlines()
-    return text + prompts
-
-
-def train_tokenizer(vocab_size: int, specials: list[str], template: str, eos: str, pad: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on the shipped corpus (any text encodes; no unknown tokens)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad)
-    fast.chat_template = template
-    return fast
-
-
-def policy_tokenizer() -> PreTrainedTokenizerFast:
-    # Qwen3's layout: eos <|im_end|>, pad <|endoftext|>, both of them stop generation.
-    return train_tokenizer(512, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], CHATML, "<|im_end|>", "<|endoftext|>")
-
-
-def reward_tokenizer() -> PreTrainedTokenizerFast:
-    return train_tokenizer(384, ["<pad>", "<s>", "</s>"], BRACKETS, "</s>", "<pad>")
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen3Config:

@@ -1,6 +1,6 @@
 """TRL 1.16's GRPOTrainer or RLOOTrainer on the setup `mindprint.bench` passes (critic-free counterpart of trl_ppo.py).
 
-Usage: python benchmarks/trl_grpo.py '<json setup>'   (runs in .venv: trl==1.16.0)
+Usage: python mindprint/bench/trl_grpo.py '<json setup>'   (runs in .venv: trl==1.16.0)
 
 Prints one JSON line (the last line of stdout):
   {"episodes_per_s", "wall_s", "gc_s", "gc_share", "peak_rss_gib", "episodes_per_s_loop", "phases": {phase: share of wall_s},
@@ -11,7 +11,7 @@ episodes = completions generated. gc_s is the time spent in Python's garbage col
 
 Setup keys (required unless a default is given):
   trainer             "grpo" (GRPOTrainer) or "rloo" (RLOOTrainer)
-  policy              causal LM path (mindprint.tiny.ensure_tiny("policy")); a LoRA is trained on it
+  policy              causal LM path (mindprint.synthetic.tiny.ensure_tiny("policy")); a LoRA is trained on it
   reward              1-label sequence classifier sharing the policy's tokenizer (ensure_tiny("classifier"))
   prompts             JSONL file of prompts (mindprint/assets/demo_prompts.jsonl)
   prompt_field        field of the prompt in each line; default "prompt"
@@ -71,8 +71,8 @@ from transformers import (
 )
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mindprint.hostmem import peak_rss_gib
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from mindprint.engine.hostmem import peak_rss_gib
 
 LOSS_TYPES = {"seq_mean_token_mean": "grpo", "token_mean": "dapo", "seq_mean_token_sum_norm": "dr_grpo"}
 

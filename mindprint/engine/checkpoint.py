@@ -7,7 +7,9 @@ RUN_DIR/checkpoints/iter-000050/
     process-N.pt               each process's prompt sampler and RNG states
     manifest.json              every other file's size and sha256, written last, before the rename
 
-What a trainer's state is, and how it is restored, lives here too (`save`, `restore`).
+This module knows files, integrity and safe loading. What a run's state is, the trainer builds itself as plain
+dicts (`Trainer.state_dict`, `Trainer.process_state_dict`) and hands to `save`; it restores from what
+`load_state` returns (`Trainer.load_state_dict`).
 
 A checkpoint can still be damaged after its rename: a crash while copying a run, a full disk, leave files cut
 short or missing. Resume and export take the newest intact checkpoint (`newest_intact`), naming each damaged
@@ -21,7 +23,6 @@ anything in it. A file that needs more is refused in one line (`CheckpointRefuse
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -30,19 +31,16 @@ import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from peft import set_peft_model_state_dict
+from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mindprint import distributed
 from mindprint.config import CRITIC_FREE, ConfigError
-
-if TYPE_CHECKING:
-    from mindprint.trainer import Trainer
+from mindprint.records import flatten
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.pt"
@@ -410,16 +408,6 @@ def set_rng_state(rng: dict[str, Any]) -> None:
     })
 
 
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(saved: dict, current: dict) -> list[str]:
     """'key: saved → current' for every setting that differs, except those a resume may change."""
     a, b = flatten(saved), flatten(current)
@@ -430,100 +418,16 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys]
 
 
-# ------------------------------------------------------------------ a trainer's state
-
-
-def trained_weights(trainer: Trainer) -> tuple[dict[str, torch.Tensor], Optional[dict[str, torch.Tensor]]]:
-    """(LoRA, value model's trainable tensors or None without a critic) on the CPU, whole even under ZeRO-3
-    (every process must call)."""
-    named = lambda m: [(n, p) for n, p in m.named_parameters() if p.requires_grad]  # noqa: E731
-    value_model = trainer.models.value
-    policy, value = named(trainer.models.policy), named(value_model) if value_model is not None else []
-    with distributed.gathered(trainer.accelerator, [p for _, p in policy + value]):
-        lora = {n: p.detach().contiguous().cpu().clone() for n, p in policy}
-        weights = {n: p.detach().contiguous().cpu().clone() for n, p in value} if value_model is not None else None
-    return lora, weights
-
-
-def shared_state(trainer: Trainer) -> dict[str, Any]:
-    """What all processes share (the main process saves it)."""
-    learner = trainer.learner
-    return {
-        "iteration": trainer.iteration,
-        "episode": trainer.episode,
-        "kl_coef": trainer.kl_coef,
-        "skipped_updates": trainer.skipped_updates,
-        "elapsed_s": trainer.elapsed_s(),
-        # DeepSpeed's optimizer state is sharded: each process saves its own part
-        "optimizer": None if learner.zero_stage else learner.optimizer.state_dict(),
-        "scheduler": learner.scheduler.state_dict(),
-        "num_processes": trainer.accelerator.num_processes,
-        "zero_stage": learner.zero_stage,
-        "wandb_id": trainer.tracker.wandb_id if trainer.tracker is not None else None,
-        "config": dataclasses.asdict(trainer.cfg),
-    }
-
-
-def process_state(trainer: Trainer) -> dict[str, Any]:
-    """What differs between processes: their prompts and random streams (and DeepSpeed's optimizer shard)."""
-    learner = trainer.learner
-    return {
-        "optimizer": learner.optimizer.state_dict() if learner.zero_stage else None,
-        "sampler": trainer.sampler.state_dict(),
-        "shuffle_gen": learner.shuffle_gen.get_state(),
-        "rng": rng_state(),
-    }
-
-
-def save(trainer: Trainer) -> Optional[Path]:
-    """Save a checkpoint (every process its own part); a state with NaN/Inf weights is never saved."""
-    acc, run_dir = trainer.accelerator, trainer.run_dir
-    lora, weights = trained_weights(trainer)
-    if not (all_finite(lora) and (weights is None or all_finite(weights))):  # same on every process
-        return latest(run_dir)
-    tmp = begin(run_dir, trainer.iteration, create=acc.is_main_process)
-    acc.wait_for_everyone()
-    save_state(process_state(trainer), tmp / process_file(acc.process_index))
-    acc.wait_for_everyone()
-    path = None
-    if acc.is_main_process:
-        saver = lambda directory: trainer.models.policy.save_pretrained(directory, state_dict=lora)  # noqa: E731
-        path = commit(tmp, saver, weights, shared_state(trainer), trainer.cfg.checkpoint.keep)
-    acc.wait_for_everyone()
+def save(run_dir: Path, iteration: int, accelerator: Accelerator, shared: dict[str, Any], mine: dict[str, Any],
+         adapter_saver: Callable[[Path], None], value_weights: Optional[dict[str, torch.Tensor]], keep: int
+         ) -> Optional[Path]:
+    """Write the checkpoint of `iteration` (collective: every process calls): each process its own state `mine`,
+    the main process the `shared` state, the adapter (through `adapter_saver(directory)`) and the value weights,
+    then the manifest and the rename (`commit`). Returns the newest checkpoint."""
+    tmp = begin(run_dir, iteration, create=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    save_state(mine, tmp / process_file(accelerator.process_index))
+    accelerator.wait_for_everyone()
+    path = commit(tmp, adapter_saver, value_weights, shared, keep) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
     return path or latest(run_dir)
-
-
-def restore(trainer: Trainer, state: dict[str, Any], path: Path) -> None:
-    """Continue exactly where `state` (and the files beside it in `path`) left off."""
-    acc, learner = trainer.accelerator, trainer.learner
-    if state["num_processes"] != acc.num_processes:
-        raise ConfigError(
-            f"resume=true is not allowed with {acc.num_processes} processes: {path.name} was "
-            f"written by {state['num_processes']} (launch the same number)"
-        )
-    if state["zero_stage"] != learner.zero_stage:
-        raise ConfigError(
-            f"resume=true is not allowed with {distributed.describe(learner.zero_stage)}: {path.name} was written "
-            f"under {distributed.describe(state['zero_stage'])} (its optimizer state loads under the same one)"
-        )
-    params = [p for p in learner.model.parameters() if p.requires_grad]
-    with distributed.gathered(acc, params, modifier_rank=0):
-        set_peft_model_state_dict(trainer.models.policy, load_adapter_weights(path))
-        if trainer.models.value is not None:
-            missing = trainer.models.value.load_state_dict(load_value_weights(path), strict=False)
-            assert not missing.unexpected_keys, missing.unexpected_keys
-    trainer.iteration, trainer.episode = state["iteration"], state["episode"]
-    trainer.kl_coef, trainer.skipped_updates = state["kl_coef"], state["skipped_updates"]
-    # checkpoints written before the run's clock was kept lack it: the resumed clock then starts at the resume
-    trainer.elapsed_before = state.get("elapsed_s", 0.0)
-    mine = load_state(path, process_file(acc.process_index))
-    if learner.zero_stage:  # DeepSpeed reads each process's part from a list indexed by rank
-        parts = [None] * acc.num_processes
-        parts[acc.process_index] = mine["optimizer"]
-        learner.optimizer.load_state_dict(parts)
-    else:
-        learner.optimizer.load_state_dict(state["optimizer"])
-    learner.scheduler.load_state_dict(state["scheduler"])
-    trainer.sampler.load_state_dict(mine["sampler"])
-    learner.shuffle_gen.set_state(mine["shuffle_gen"])
-    set_rng_state(mine["rng"])

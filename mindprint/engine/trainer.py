@@ -8,27 +8,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
+from peft import set_peft_model_state_dict
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from mindprint import checkpoint, distributed, estimators, ppo
-from mindprint.config import RunConfig
-from mindprint.data import Prompt, PromptSampler, PromptSet
+from mindprint.algorithms import estimators, ppo
+from mindprint.config import ConfigError, RunConfig
+from mindprint.engine import checkpoint, distributed
+from mindprint.engine.data import Prompt, PromptSampler, PromptSet
+from mindprint.engine.models import Models
+from mindprint.engine.rewards import Scorer
+from mindprint.engine.rollout import Actor, Rollout, Timer, chunks
+from mindprint.engine.signals import Interrupted, StopSignals
+from mindprint.engine.tracking import Tracker
+from mindprint.engine.update import Learner
 from mindprint.errors import TrainingStopped
-from mindprint.models import Models
-from mindprint.rewards import Scorer
-from mindprint.rollout import Actor, Rollout, Timer, chunks
-from mindprint.signals import Interrupted, StopSignals
-from mindprint.tracking import Tracker
-from mindprint.update import Learner
 
 ROLLOUT_PHASES = ("generate", "reference", "value", "reward")
 
@@ -149,13 +152,12 @@ class Trainer:
         scores, kls, samples = [], [], []
         for s in chunks(len(prompts), self.p.batch_size):
             chunk = prompts[s]
-            queries, query_mask, responses, mask = actor.generate(chunk, self.p.eval_temperature)
-            rows = {"queries": queries, "query_mask": query_mask, "responses": responses, "mask": mask}
-            kl = actor.batched(lambda r: actor.exact_kl(r, temp), rows)
-            texts = actor.decode(responses, mask)
-            sc = actor.score(chunk, texts, responses, mask)
+            episodes = actor.generate(chunk, self.p.eval_temperature)
+            kl = actor.batched(lambda rows: actor.exact_kl(rows, temp), episodes)
+            texts = actor.decode(episodes.responses, episodes.mask)
+            sc = actor.score(chunk, texts, episodes.responses, episodes.mask)
             scores.append(sc)
-            kls.append((kl * mask).sum(1))
+            kls.append((kl * episodes.mask).sum(1))
             samples += [{"prompt": p.text, "response": t, "score": float(v)} for p, t, v in zip(chunk, texts, sc)]
         metrics = {"eval/scores": torch.cat(scores).mean().item(), "eval/kl": torch.cat(kls).mean().item()}
         return metrics, samples[: self.p.num_sample_generations]
@@ -211,16 +213,75 @@ class Trainer:
                     path = self.checkpoint() if self.bad_streak == 0 else checkpoint.latest(self.run_dir)
                     raise Interrupted(signals.received or signal.SIGTERM, self.iteration, path)
 
-    # ------------------------------------------------------------ checkpoints (their content: checkpoint.py)
+    # ------------------------------------------------------------ the run's state (its files: checkpoint.py)
+
+    def trained_weights(self) -> tuple[dict[str, torch.Tensor], Optional[dict[str, torch.Tensor]]]:
+        """(LoRA, the value model's trainable tensors or None without a critic) on the CPU, whole even under ZeRO-3
+        (every process must call)."""
+        named = lambda m: [(n, p) for n, p in m.named_parameters() if p.requires_grad]  # noqa: E731
+        value_model = self.models.value
+        policy, value = named(self.models.policy), named(value_model) if value_model is not None else []
+        with distributed.gathered(self.accelerator, [p for _, p in policy + value]):
+            lora = {n: p.detach().contiguous().cpu().clone() for n, p in policy}
+            weights = {n: p.detach().contiguous().cpu().clone() for n, p in value} if value_model is not None else None
+        return lora, weights
+
+    def state_dict(self) -> dict[str, Any]:
+        """What all processes share (the main process saves it): counters, β, the clock, the learner's state."""
+        return {
+            "iteration": self.iteration,
+            "episode": self.episode,
+            "kl_coef": self.kl_coef,
+            "skipped_updates": self.skipped_updates,
+            "elapsed_s": self.elapsed_s(),
+            **self.learner.state_dict(),
+            "num_processes": self.accelerator.num_processes,
+            "wandb_id": self.tracker.wandb_id if self.tracker is not None else None,
+            "config": dataclasses.asdict(self.cfg),
+        }
+
+    def process_state_dict(self) -> dict[str, Any]:
+        """What differs between processes: their prompts and random streams (and DeepSpeed's optimizer shard)."""
+        return {**self.learner.process_state_dict(), "sampler": self.sampler.state_dict(),
+                "rng": checkpoint.rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
+        """Continue exactly where `state` (and the files beside it in the checkpoint `path`) left off."""
+        acc = self.accelerator
+        if state["num_processes"] != acc.num_processes:
+            raise ConfigError(
+                f"resume=true is not allowed with {acc.num_processes} processes: {path.name} was "
+                f"written by {state['num_processes']} (launch the same number)"
+            )
+        params = [p for p in self.learner.model.parameters() if p.requires_grad]
+        with distributed.gathered(acc, params, modifier_rank=0):
+            set_peft_model_state_dict(self.models.policy, checkpoint.load_adapter_weights(path))
+            if self.models.value is not None:
+                missing = self.models.value.load_state_dict(checkpoint.load_value_weights(path), strict=False)
+                assert not missing.unexpected_keys, missing.unexpected_keys
+        self.iteration, self.episode = state["iteration"], state["episode"]
+        self.kl_coef, self.skipped_updates = state["kl_coef"], state["skipped_updates"]
+        # checkpoints written before the run's clock was kept lack it: the resumed clock then starts at the resume
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        mine = checkpoint.load_state(path, checkpoint.process_file(acc.process_index))
+        self.learner.load_state_dict(state, mine, path.name)
+        self.sampler.load_state_dict(mine["sampler"])
+        checkpoint.set_rng_state(mine["rng"])
 
     def checkpoint(self) -> Optional[Path]:
-        """Save a checkpoint now (collective: every process calls); returns the newest good one."""
-        return checkpoint.save(self)
+        """Save a checkpoint now (collective: every process calls); returns the newest good one. A state with NaN/Inf
+        weights is never saved."""
+        lora, weights = self.trained_weights()
+        if not (checkpoint.all_finite(lora) and (weights is None or checkpoint.all_finite(weights))):
+            return checkpoint.latest(self.run_dir)  # the same on every process: all skip together
+        saver = lambda directory: self.models.policy.save_pretrained(directory, state_dict=lora)  # noqa: E731
+        return checkpoint.save(self.run_dir, self.iteration, self.accelerator, self.state_dict(),
+                               self.process_state_dict(), saver, weights, self.cfg.checkpoint.keep)
 
     def save(self) -> None:
         """The run's outputs: the adapter (peft format) and, with a critic, the value model's trained weights."""
         self.accelerator.wait_for_everyone()
-        lora, weights = checkpoint.trained_weights(self)
+        lora, weights = self.trained_weights()
         if self.accelerator.is_main_process:
             self.models.policy.save_pretrained(self.run_dir / "adapter", state_dict=lora)
             if weights is not None:

@@ -25,8 +25,8 @@ from transformers import (
 )
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this venv has trl, not mindprint
-from mindprint.hostmem import peak_rss_gib  # noqa: E402  (standard library only)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this venv has trl, not mindprint
+from mindprint.engine.hostmem import peak_rss_gib  # noqa: E402  (standard library only)
 
 
 def reward_kwargs(s: dict, dtype: torch.dtype) -> dict:

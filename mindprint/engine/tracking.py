@@ -7,48 +7,14 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from mindprint.analysis.stats import headline, objective_value
 from mindprint.config import LoggerConfig
-from mindprint.stats import headline, objective_value
+from mindprint.records import METRICS, SAMPLES, flatten, jsonable, read_metrics
 
 # What W&B aggregates itself into each run's summary (define_metric): the compare report's best reward (max of
 # objective/scores) and held-out reward (the last eval/scores). The report's other final values are not W&B
 # aggregations (last-fifth means); `finish` writes them, all under `report/`.
 SUMMARIES = {"objective/scores": "max,last", "objective/kl": "last", "eval/scores": "last,max", "eval/kl": "last"}
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{"lora": {"rank": 8}} → {"lora.rank": 8}: one W&B config key per setting, as on the command line, so a
-    sweep's parallel-coordinates panel and group-by offer `lora.rank`, `ppo.learning_rate`, `seed`."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def jsonable(value: Any) -> Any:
-    """Floats as JSON allows them: NaN and ±Inf become null rather than invalid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def truncate_log(path: Path, iteration: int) -> None:
-    """Drop the lines of a per-iteration log past `iteration` (they are redone after a resume)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and json.loads(line)["iteration"] <= iteration]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    tmp.replace(path)
 
 
 class Tracker:
@@ -88,7 +54,7 @@ class Tracker:
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self._metrics is None:
-            self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            self._metrics = open(self.run_dir / METRICS, "a", encoding="utf-8")
         self._metrics.write(json.dumps({k: jsonable(v) for k, v in metrics.items()}) + "\n")
         self._metrics.flush()  # a crash loses nothing already logged
         if self.wandb is not None:
@@ -97,7 +63,7 @@ class Tracker:
     def log_samples(self, samples: list[dict[str, Any]], step: int) -> None:
         if not samples:
             return
-        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.run_dir / SAMPLES, "a", encoding="utf-8") as fh:
             for s in samples:
                 fh.write(json.dumps({"iteration": step, **s}) + "\n")
         if self.wandb is not None:
@@ -108,9 +74,9 @@ class Tracker:
             self.wandb.log({"samples": table}, step=step)
 
     def report_summary(self) -> dict[str, float]:
-        """The compare report's values for this run (mindprint.stats.headline over the whole of metrics.jsonl,
+        """The compare report's values for this run (mindprint.analysis.stats.headline over the whole of metrics.jsonl,
         a resumed run's earlier iterations included) and its objective, as `report/...` keys."""
-        history = read_metrics(self.run_dir / "metrics.jsonl")
+        history = read_metrics(self.run_dir / METRICS)
         out = {f"report/{k}": v for k, v in headline(history).items() if v is not None}
         if self.objective.get("name"):
             value = objective_value(self.objective["name"], self.objective.get("kl_weight", 0.0), history)

@@ -13,9 +13,9 @@ from typing import Optional
 
 import torch
 
-from mindprint import ppo
+from mindprint.algorithms import ppo
+from mindprint.algorithms.ppo import SumAll, _local
 from mindprint.config import AGGREGATIONS, AlgoConfig, PPOConfig
-from mindprint.ppo import SumAll, _local
 
 
 def _grouped(scores: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -9,16 +9,18 @@ loss with a critic), reduced by algo.loss_aggregation over the normalisers of th
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch.nn.utils import clip_grad_norm_
 from transformers import get_scheduler
 
-from mindprint import distributed, estimators, ppo
-from mindprint.config import RunConfig
-from mindprint.models import Models, PolicyAndValue, TokenValueModel
-from mindprint.rollout import Rollout, chunks, response_logits, response_values, sequence_inputs
+from mindprint.algorithms import estimators, ppo
+from mindprint.config import ConfigError, RunConfig
+from mindprint.engine import distributed
+from mindprint.engine.models import Models, PolicyAndValue, TokenValueModel
+from mindprint.engine.rollout import Episodes, Rollout, chunks, response_logits, response_values
 
 
 class TokenStats:
@@ -71,14 +73,40 @@ class Learner:
         self.policy, self.value = joint.policy, joint.value
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
 
-    def train_forward(self, rows: dict[str, torch.Tensor]) -> tuple:
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer (unless DeepSpeed shards it: then each process saves its part) and the schedule."""
+        return {"optimizer": None if self.zero_stage else self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "zero_stage": self.zero_stage}
+
+    def process_state_dict(self) -> dict[str, Any]:
+        """This process's optimizer shard under DeepSpeed, and its minibatch shuffle."""
+        return {"optimizer": self.optimizer.state_dict() if self.zero_stage else None,
+                "shuffle_gen": self.shuffle_gen.get_state()}
+
+    def load_state_dict(self, shared: dict[str, Any], mine: dict[str, Any], name: str) -> None:
+        """Restore what `state_dict` (shared) and `process_state_dict` (mine) saved in the checkpoint `name`."""
+        if shared["zero_stage"] != self.zero_stage:
+            raise ConfigError(
+                f"resume=true is not allowed with {distributed.describe(self.zero_stage)}: {name} was written "
+                f"under {distributed.describe(shared['zero_stage'])} (its optimizer state loads under the same one)"
+            )
+        if self.zero_stage:  # DeepSpeed reads each process's part from a list indexed by rank
+            parts = [None] * self.accelerator.num_processes
+            parts[self.accelerator.process_index] = mine["optimizer"]
+            self.optimizer.load_state_dict(parts)
+        else:
+            self.optimizer.load_state_dict(shared["optimizer"])
+        self.scheduler.load_state_dict(shared["scheduler"])
+        self.shuffle_gen.set_state(mine["shuffle_gen"])
+
+    def train_forward(self, rows: Episodes) -> tuple:
         """Log-probs, entropy (no graph: only reported) and values (None without a critic) of a micro-batch, both
         models in one call through the wrapper that syncs their gradients."""
-        input_ids, attention_mask, position_ids = sequence_inputs(**rows)
-        T = rows["responses"].shape[1]
+        input_ids, attention_mask, position_ids = rows.inputs()
+        T = rows.responses.shape[1]
         logits, values = self.model(input_ids, attention_mask, position_ids, T + 1)
         logits = response_logits(logits, self.p.temperature)
-        logp = ppo.logprobs_from_logits(logits, rows["responses"])
+        logp = ppo.logprobs_from_logits(logits, rows.responses)
         with torch.no_grad():
             entropy = ppo.entropy_from_logits(logits)
         return logp, entropy, None if values is None else response_values(values, T)
@@ -120,8 +148,8 @@ class Learner:
         pg_total = vf_total = torch.zeros((), device=self.device)
         for micro in chunks(len(idx), self.p.micro_batch_size):
             i = idx[micro]
-            rows = r.rows(i)
-            mask = rows["mask"]
+            rows = r[i]
+            mask = rows.mask
             logp, entropy, new_values = self.train_forward(rows)
             penalty = None
             if self.algo.kl_in == "loss":

@@ -1,4 +1,5 @@
-"""One benchmark run in a fresh process: mindprint through its CLI, TRL 1.12 through benchmarks/trl_ppo.py."""
+"""One benchmark run in a fresh process: mindprint through its CLI, TRL through the scripts beside this module
+(trl_ppo.py: 1.12's PPOTrainer, from its own venv; trl_grpo.py: 1.16's GRPOTrainer and RLOOTrainer)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import sys
 from pathlib import Path
 
 from mindprint.config import RunConfig
-from mindprint.tracking import read_metrics
+from mindprint.engine.tracking import read_metrics
 
-REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent  # trl_ppo.py and trl_grpo.py ship here, in the package
 PHASES = ("generate", "reference", "value", "reward", "update")
 
 
@@ -24,7 +25,7 @@ def run_mindprint(overrides: list[str], run_dir: Path) -> dict:
     """episodes/s, wall time, phase shares, seconds of generation per iteration, peak host memory and (on a
     GPU) peak GPU memory of `python -m mindprint.run OVERRIDES`."""
     proc = subprocess.run([sys.executable, "-m", "mindprint.run", *overrides, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, capture_output=True, text=True)
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"mindprint run failed: {last_line(proc.stderr)}")
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -59,7 +60,7 @@ def trl_batching(batch: int, mini: int, micro: int) -> dict:
 
 
 def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
-    """The settings benchmarks/trl_ppo.py needs to train what `cfg` trains."""
+    """The settings trl_ppo.py needs to train what `cfg` trains."""
     p = cfg.ppo
     return dict(
         policy=cfg.model.name, reward=cfg.reward.name, reward_quantization=cfg.reward.quantization, prompts=cfg.data.name,
@@ -74,7 +75,7 @@ def trl_setup(cfg: RunConfig, device: str, bf16: bool) -> dict:
 
 
 def trl_critic_free_setup(cfg: RunConfig, device: str = "cpu") -> dict:
-    """The settings benchmarks/trl_grpo.py needs to train, with TRL 1.16's GRPOTrainer (algo=grpo, dr_grpo) or
+    """The settings trl_grpo.py needs to train, with TRL 1.16's GRPOTrainer (algo=grpo, dr_grpo) or
     RLOOTrainer (algo=rloo), what `cfg` trains."""
     p, a = cfg.ppo, cfg.algo
     setup = dict(
@@ -95,8 +96,7 @@ def trl_critic_free_setup(cfg: RunConfig, device: str = "cpu") -> dict:
 def run_trl(setup: dict, python: Path, script: str = "trl_ppo.py") -> dict:
     """episodes/s, wall time, time in gc, peak host memory (and on a GPU peak GPU memory) of TRL on `setup`:
     1.12's PPOTrainer (trl_ppo.py, from its own venv), or 1.16's GRPOTrainer or RLOOTrainer (trl_grpo.py)."""
-    proc = subprocess.run([str(python), str(REPO / "benchmarks" / script), json.dumps(setup)],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([str(python), str(SCRIPTS / script), json.dumps(setup)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"TRL run failed: {last_line(proc.stderr)}")
     return json.loads([line for line in proc.stdout.splitlines() if line.startswith('{"episodes_per_s"')][-1])

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from mindprint.bench_run import run_mindprint, run_trl, trl_setup
-from mindprint.config import asset_path
+from mindprint.assets import path as asset_path
+from mindprint.bench.runs import run_mindprint, run_trl, trl_setup
 from mindprint.cli import compose
-from mindprint.shapes import QWEN3_0_6B, QWEN3_8B, SMALL, build_random
+from mindprint.synthetic.shapes import QWEN3_0_6B, QWEN3_8B, SMALL, build_random
 
 SHAPES = {"real": {"policy": QWEN3_0_6B, "reward": QWEN3_8B}, "small": {"policy": SMALL, "reward": SMALL}}
 PRECISIONS = {"8bit": "8bit", "4bit": "4bit", "bf16": "none"}  # reward-model precision → reward.quantization

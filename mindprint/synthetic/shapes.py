@@ -7,18 +7,12 @@ the model's full vocabulary size, so that `from_pretrained` loads it exactly as 
 
 from __future__ import annotations
 
-from itertools import product
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    GenerationConfig,
-    PreTrainedTokenizerFast,
-    Qwen3Config,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, GenerationConfig, Qwen3Config
+
+from mindprint.synthetic.tokenizers import synthetic_tokenizer
 
 QWEN3_0_6B = dict(
     hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -33,41 +27,10 @@ SMALL = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
     intermediate_size=128, vocab_size=2048, tie_word_embeddings=True,
 )
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # Qwen3's pad, turn start, eos
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def qwen3_config(shape: dict, **overrides) -> Qwen3Config:
     return Qwen3Config(**{**shape, "max_position_embeddings": 40960, **overrides})
-
-
-def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE of exactly `vocab_size` tokens, built without training.
-
-    Tokens are the 256 byte symbols, then every pair of them, then pairs extended by one byte, in a
-    fixed order; each token's merge joins its first part and its last byte. English encodes at about
-    two bytes a token, and every id decodes to bytes, as with a trained vocabulary of that size.
-    """
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    n = vocab_size - len(SPECIALS)
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    merges = []
-    for a, b in product(alphabet + [x + y for x, y in product(alphabet, alphabet)], alphabet):
-        if len(vocab) == n:
-            break
-        if a in vocab and a + b not in vocab:
-            vocab[a + b] = len(vocab)
-            merges.append((a, b))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIALS)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = CHATML
-    return fast
 
 
 def build_random(path: Path, shape: dict, kind: str, device: str, seed: int = 0) -> None:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from mindprint.models import Models, unwrap_peft
+from mindprint.engine.models import Models, unwrap_peft
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -1,0 +1,3 @@
+from mindprint.bench.cli import main
+
+main()
