@@ -1,25 +1,39 @@
-# One venv per checkout; torch pinned so pip takes the CPU wheel on our machines instead of a
-# multi-GB CUDA build. On a GPU machine: make install TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url ..."
+# One venv per checkout, installed from requirements.lock: every machine gets the same versions. torch is pinned
+# by TORCH_SPEC so pip takes the CPU wheel on our machines instead of a multi-GB CUDA build; the lock pins its
+# version, not its build. On a GPU machine: make install PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu128"
 VENV        ?= .venv
 TRL_VENV    ?= .venv-trl
 PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
+PIP_SPEC    ?= pip==26.3
+PIP_TOOLS   ?= pip-tools==7.7.0
+LOCK        ?= requirements.lock
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast baseline sweep algo-sweep voice-demo bench bench-gpu clean
+.PHONY: install lock demo test test-fast baseline sweep algo-sweep voice-demo bench bench-gpu clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
-	# DeepSpeed ships as source only: built against the torch above (an isolated build would fetch another torch),
-	# its kernels compiled on first use. On CPUs that is one small op, about 40 s, cached in ~/.cache/torch_extensions.
-	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation "deepspeed==0.19.8"
+	$(PY) -m pip install -q "$(PIP_SPEC)"
+	$(PY) -m pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"
+	# DeepSpeed, in the lock, ships as source only: built against the torch above (an isolated build would fetch
+	# another torch), its kernels compiled on first use (on CPUs one small op, about 40 s, in ~/.cache/torch_extensions).
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# pip-tools, not uv: it resolves with pip, so it sees what pip sees here (the CPU build of torch on local disk, and
+# the pip.conf of the machine); uv resolves against PyPI alone and would lock torch's CUDA dependencies.
+# Keeps the lock's pins where the ranges allow: make lock LOCK_ARGS=--upgrade moves every pin to the newest allowed.
+lock:  ## requirements.lock anew from pyproject.toml's ranges, every transitive version (torch: TORCH_SPEC's)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$(PIP_SPEC)" "$(PIP_TOOLS)" $(PIP_EXTRA) "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" | DS_BUILD_OPS=0 $(VENV)/bin/pip-compile -q --no-build-isolation --extra dev --extra deepspeed \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -o $(LOCK) pyproject.toml -
+	sed -i 's/^torch==\([^+]*\)+.*/torch==\1/' $(LOCK)  # the version, whichever build TORCH_SPEC takes
 
 demo: install  ## the main job, offline on CPU: tiny models, a learnable reward, a few minutes at most
 	$(PY) -m mindprint.run +experiment=demo

@@ -26,6 +26,7 @@ from transformers import (
     Qwen3ForSequenceClassification,
 )
 
+from mindprint.console import hide_progress_bars
 from mindprint.synthetic.tokenizers import policy_tokenizer, reward_tokenizer
 
 BUILD_VERSION = "v1"  # bump when anything below changes what gets built
@@ -44,6 +45,7 @@ def ensure_tiny(kind: str) -> str:
     target = tiny_root() / kind
     if not (target / "config.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
+        hide_progress_bars()  # save_pretrained's bars, on first use only, would be the only foreign lines of a demo
         # Build aside and rename, so parallel sweep jobs never load a half-written model.
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{kind}-"))
         _BUILDERS[kind](tmp)
