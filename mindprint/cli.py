@@ -11,15 +11,16 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import hydra
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mindprint import config
 from mindprint.assets import path as asset_path
 from mindprint.errors import one_line
-from mindprint.records import hydra_only
+from mindprint.records import RECORD, RunDirInUse, holds_a_run, hydra_only, run_lock
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package (the checkout links conf/ to it)
 
@@ -45,6 +46,35 @@ def compose(overrides: list[str]) -> config.RunConfig:
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra.compose("config", overrides=overrides)
     return OmegaConf.to_object(cfg)
+
+
+def keep_record(run_dir: Path, cfg: DictConfig) -> None:
+    """RUN_DIR/.hydra: the config, Hydra's config and the overrides the run was started with, written by the run that
+    starts in this directory and never after (hydra.output_subdir is null, so Hydra does not write them either). A
+    resume, accepted or refused, leaves them as they were: what `mindprint.compare` reads is what the run was."""
+    if holds_a_run(run_dir):
+        return
+    hc = HydraConfig.get()
+    tmp = run_dir / f"{RECORD}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    OmegaConf.save(cfg, tmp / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc)}), tmp / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), tmp / "overrides.yaml")
+    shutil.rmtree(run_dir / RECORD, ignore_errors=True)  # a stale one: no run was written under it
+    os.replace(tmp, run_dir / RECORD)
+
+
+@contextmanager
+def run_directory(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
+    """Inside a Hydra job: the run directory locked for this process (the main one, under a launcher of several),
+    and its record kept, before anything else is written."""
+    if os.environ.get("RANK", "0") != "0":  # the main process holds the directory for all of them
+        yield
+        return
+    with run_lock(run_dir):
+        keep_record(run_dir, cfg)
+        yield
 
 
 def remove_if_untouched(run_dir: Path) -> None:
@@ -89,7 +119,7 @@ def one_line_errors(run_dir: Optional[Path] = None):
         message = user_mistake(err)
         if message is None:
             raise
-        if run_dir is not None:
+        if run_dir is not None and not isinstance(err, RunDirInUse):  # another process's directory: left alone
             remove_if_untouched(run_dir)
         fail(message)
 

@@ -10,6 +10,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from mindprint.config import ConfigError, RunConfig
+from mindprint.records import RecordError
 
 
 def _allowed_keys(full_key: str) -> Optional[list[str]]:
@@ -44,7 +45,7 @@ _NOT_FOUND = re.compile(r"Could not find '([^']+)/([^'/]+)'")  # group (maybe ne
 
 def one_line(err: BaseException) -> Optional[str]:
     """The one-line message for a user mistake, or None when `err` is a bug that deserves its traceback."""
-    if isinstance(err, (ConfigError, TrainingStopped)):
+    if isinstance(err, (ConfigError, TrainingStopped, RecordError)):
         return str(err)
     if isinstance(err, OmegaConfBaseException):
         return _omegaconf_line(err)

@@ -7,18 +7,29 @@ Standard library only: the light entry points (config errors answered in a secon
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 FAILED = "FAILED"  # a sweep job's one-line failure; its traceback is in error.txt beside it
+RECORD = ".hydra"  # what a run was started with: config.yaml, hydra.yaml, overrides.yaml (written once)
+LOCK = ".lock"  # held by the one process that writes the run directory; names it (host, pid)
 
 
 class RecordError(ValueError):
-    """A run's record that does not read as mindprint writes it (a line in the middle that is not JSON)."""
+    """A run's record that does not read as mindprint writes it (a line in the middle that is not JSON), or a run
+    directory another process holds: a user mistake, one line."""
+
+
+class RunDirInUse(RecordError):
+    """Another process holds the run directory (`run_lock`)."""
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -91,7 +102,41 @@ def record_failure(run_dir: Path, message: str, details: str) -> None:
 
 
 def hydra_only(run_dir: Path) -> bool:
-    """Whether `run_dir` holds only what Hydra writes before our code runs: .hydra/ and the job's log
+    """Whether `run_dir` holds only what is written before a run starts: its record (.hydra/), its lock and a job log
     (run.log, train_reward.log). A run that fails on bad input before writing anything of its own leaves no
     directory behind."""
-    return all(p.name == ".hydra" or (p.suffix == ".log" and p.is_file()) for p in run_dir.iterdir())
+    return all(p.name in (RECORD, LOCK) or (p.suffix == ".log" and p.is_file()) for p in run_dir.iterdir())
+
+
+# What a run writes of its own: PPO's metrics and checkpoints, train_reward's model and evaluation.
+OUTPUTS = (METRICS, "checkpoints", "model", "eval.json")
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether a run has written its own files here: its record is then kept as it is."""
+    return any((run_dir / name).exists() for name in OUTPUTS)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One process per run directory: an exclusive lock on RUN_DIR/.lock, held while the block runs.
+
+    An OS lock (POSIX fcntl, which NFSv4 serves as well as local disks) dies with its process, so a run killed by
+    SIGKILL or a lost node leaves no stale lock, and a resume after it is not refused. A second process (a SLURM
+    requeue beside a hand-typed resume, two terminals) gets RunDirInUse naming the holder, and changes nothing.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode("utf-8", errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirInUse(f"hydra.run.dir={str(run_dir)!r} is not allowed: it is in use by {holder} (one process per "
+                          "run directory: wait for it to end, or choose another directory)") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

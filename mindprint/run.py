@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mindprint import config
 from mindprint.analysis.sweep import is_multirun, run_identity, run_objective
-from mindprint.cli import cli, critic_key_warnings, fail, register, remove_if_untouched, user_mistake
+from mindprint.cli import cli, critic_key_warnings, fail, register, remove_if_untouched, run_directory, user_mistake
 from mindprint.engine.signals import Interrupted
 from mindprint.errors import TrainingStopped
-from mindprint.records import record_failure
+from mindprint.records import RunDirInUse, record_failure
 
 register()
 
@@ -30,6 +30,18 @@ register()
 def hydra_main(cfg: DictConfig) -> Optional[float]:
     """Returns the run's objective (`objective.*`), the float a sweeper such as Optuna maximises."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        with run_directory(run_dir, cfg):
+            return run(cfg, run_dir)
+    except RunDirInUse as err:  # the directory is another process's: nothing of it is touched, not even to fail
+        if is_multirun():
+            print(f"job {run_dir.name} failed: {err}", file=sys.stderr)
+            return None
+        fail(str(err))
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Optional[float]:
+    """The run in a directory this process holds: its config checked, the engine imported, trained."""
     try:
         run_cfg: config.RunConfig = OmegaConf.to_object(cfg)  # every value check runs here
         if os.environ.get("RANK", "0") == "0":

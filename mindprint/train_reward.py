@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import datasets
@@ -21,12 +23,13 @@ from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
-from mindprint.cli import cli, one_line_errors, register
+from mindprint.cli import cli, one_line_errors, register, run_directory
 from mindprint.config import ConfigError, PairsConfig, TrainRewardConfig
 from mindprint.console import hide_progress_bars
 from mindprint.engine.data import load_table
 from mindprint.engine.models import load_tokenizer, pick_device
 from mindprint.engine.rewards import RewardModelScorer
+from mindprint.engine.tracking import wandb_mode
 
 register()
 COLUMNS = ("chosen", "rejected")
@@ -100,15 +103,24 @@ def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
         seed=cfg.seed,
         disable_tqdm=True,
     )
-    if cfg.logger.backend == "wandb":
+    if cfg.logger.backend == "wandb":  # TRL's W&B callback reads the environment
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        mode, warning = wandb_mode(cfg.logger.mode, run_dir)
+        if warning:
+            print(warning, file=sys.stderr)
+        if mode:
+            os.environ["WANDB_MODE"] = mode
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
     trainer.train()
     trained = trainer.model.merge_and_unload() if isinstance(trainer.model, peft.PeftModel) else trainer.model
     trained.eval()
     result = pairwise_eval(trained, tokenizer, held_out, cfg.training.max_length)
-    trained.save_pretrained(run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "model")
+    tmp = run_dir / ".model.tmp"  # written aside and renamed: a model directory is whole or absent
+    shutil.rmtree(tmp, ignore_errors=True)
+    trained.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, run_dir / "model")
     (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
     print(f"held-out pairwise accuracy {result['accuracy']:.3f}, mean margin {result['margin']:.3f} "
           f"({result['pairs']} pairs); reward model: {run_dir / 'model'}")
@@ -119,7 +131,10 @@ def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
 def hydra_main(cfg: DictConfig) -> dict:
     hide_progress_bars()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with one_line_errors(run_dir):
+    with one_line_errors(run_dir), run_directory(run_dir, cfg):
+        if (run_dir / "model").exists() or (run_dir / "eval.json").exists():
+            raise ConfigError(f"hydra.run.dir={str(run_dir)!r} is not allowed: it already holds a reward model "
+                              "(model/, eval.json); choose another directory")
         return train_reward(OmegaConf.to_object(cfg), run_dir)
 
 

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 from conftest import small_trainer
 from safetensors.torch import load_file
 
@@ -102,3 +103,15 @@ def test_every_algorithm_has_its_config_and_the_default_is_ppo():
     grpo = compose(["algo=grpo"]).algo
     assert (grpo.kl_in, grpo.loss_aggregation) == ("loss", "seq_mean_token_mean")
     assert compose(["algo=dr_grpo"]).algo.loss_aggregation == "seq_mean_token_sum_norm"
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_equal_scores_move_no_weight_and_are_counted(tmp_path, tiny, algo):
+    """Every response scored alike, no KL term (β = 0): the advantages are exactly 0, so the update is exactly nothing
+    (AdamW's step of a zero gradient is 0), and frac_reward_zero_std says why."""
+    trainer = small_trainer(tmp_path, f"algo={algo}", "reward.name=null", "reward.rule=rules:constant",
+                            "ppo.init_kl_coef=0", "algo.std_eps=0")
+    before = [p.detach().clone() for p in trainer.learner.policy_params]
+    metrics = trainer.step()
+    assert metrics["frac_reward_zero_std"] == 1.0 and metrics["health/skipped_updates"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.learner.policy_params))

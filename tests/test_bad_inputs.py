@@ -64,3 +64,25 @@ def test_every_allowed_lr_scheduler_builds_and_others_are_refused():
 
     assert one_line(info.value) == ("ppo.lr_scheduler='nonsense' is not allowed: expected one of constant, linear, "
                                     "cosine, cosine_with_restarts, polynomial, inverse_sqrt")
+
+
+def test_a_prompt_file_that_is_not_utf8_names_the_first_bad_byte(tmp_path, tiny):
+    prompts = tmp_path / "latin1.jsonl"
+    prompts.write_bytes('{"prompt": "a plain line"}\n{"prompt": "café au lait"}\n'.encode("latin-1"))
+    message = refused(tmp_path, f"data.name={prompts}", "data.topic_field=null")
+    assert message == (f"data.name='{prompts}' is not allowed: it is not UTF-8 text (byte 0xe9 at line 2, column 16); "
+                       "save it as UTF-8")
+    assert not (tmp_path / "run").exists()
+
+
+def test_prompts_that_are_numbers_are_named_as_not_text(tmp_path, tiny):
+    prompts = tmp_path / "numbers.jsonl"
+    prompts.write_text("".join(f'{{"prompt": {n}}}\n' for n in range(12)))
+    assert refused(tmp_path, f"data.name={prompts}", "data.topic_field=null") == (
+        f"data.prompt_field='prompt' is not allowed: its values in {prompts} are not text (int, e.g. 0; 12 of 12 rows)")
+
+
+def test_a_response_beyond_the_models_positions_is_refused(tmp_path, tiny):
+    assert refused(tmp_path, "ppo.response_length=1224") == (
+        f"ppo.response_length=1224 is not allowed: with data.max_prompt_length=64 a sequence reaches 1288 positions, "
+        f"and {tiny['policy']} has max_position_embeddings=1024 (expected the two to sum to at most 1024)")

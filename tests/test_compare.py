@@ -349,6 +349,20 @@ def test_user_mistakes_are_one_line_exit_2_and_write_nothing(tmp_path, capsys):
     assert sorted(p.name for p in sweep.iterdir()) == before
 
 
+def test_a_run_killed_mid_line_is_read_to_its_last_whole_line_and_named(tmp_path, capsys):
+    sweep = seeds_study(tmp_path / "sweep", ranks=(1,), seeds=(0, 1))
+    killed = sweep / "1_lora.rank=1,seed=1" / "metrics.jsonl"
+    whole = killed.read_text().splitlines(keepends=True)
+    killed.write_text("".join(whole[:2]) + whole[2][:17])  # iteration 3 cut short, as a SIGKILL leaves it
+    compare(sweep)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == [f"warning: {killed} ends in a cut line (the run was stopped while writing it, or is still "
+                   "running): read up to its last complete line"]
+    report = (sweep / "report.md").read_text()
+    assert "2 runs in 1 group(s)" in report and f"`{killed.parent}`" in report
+    assert json.loads((sweep / "comparison.json").read_text())["budget"] == 16  # the 2 iterations both runs reached
+
+
 def test_failed_runs_are_listed_and_left_out(tmp_path):
     sweep = seeds_study(tmp_path / "sweep", ranks=(1,), seeds=(0, 1))
     failed = sweep / "2_lora.rank=0,seed=0"

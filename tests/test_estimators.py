@@ -102,14 +102,24 @@ def test_grpo_g4_by_hand():
     assert adv.tolist() == pytest.approx(expected, rel=1e-12)
 
 
-def test_equal_scores_give_zero_not_nan():
-    for scores in ([4.0, 4.0, 4.0, 1.0, 2.0, 3.0], [0.1, 0.1, 0.1, 0.7, 0.7, 0.7]):
-        for scale in (True, False):
-            adv = est.grpo_advantages(t(scores), 3, scale=scale)
-            assert not torch.isnan(adv).any()
-            assert adv[:3].abs().max().item() < 1e-9  # 0.1·3/3 may round off by 1e-17, never blows up
-        assert est.rloo_advantages(t(scores), 3)[:3].abs().max().item() < 1e-12
-    assert est.grpo_advantages(t([4.0, 4.0, 4.0]), 3).tolist() == [0.0, 0.0, 0.0]
+def test_equal_scores_give_exactly_zero_in_float32():
+    """A group whose scores are all equal moves nothing: its float32 mean rounds (0.1 · 3 / 3 ≠ 0.1), and that
+    rounding over a std of ~0 + ε was |Â| up to 2.4e-3 before, a full-sized step once AdamW normalises it."""
+    for G in (3, 4, 5):
+        for value in (0.1, 0.7, -1.3, 1e4 / 3):
+            group = [value] * G
+            other = [float(i) for i in range(G)]  # a group with spread beside it keeps its advantages
+            scores = torch.tensor(group + other, dtype=torch.float32)
+            for eps in (1e-4, 1e-6, 0.0):
+                for scale in (True, False):
+                    adv = est.grpo_advantages(scores, G, eps=eps, scale=scale)
+                    assert adv[:G].tolist() == [0.0] * G and torch.isfinite(adv).all()
+                    centred = [x - statistics.mean(other) for x in other]
+                    want = [c / (statistics.stdev(other) + eps) for c in centred] if scale else centred
+                    assert adv[G:].tolist() == pytest.approx(want, rel=1e-5)
+            assert est.rloo_advantages(scores, G)[:G].tolist() == [0.0] * G
+    assert est.zero_spread(t([1.0, 1.0, 2.0, 2.0, 2.0, 2.0]), 2).tolist() == [True, True, True]
+    assert est.zero_spread(t([1.0, 1.0 + 1e-12, 2.0, 2.0]), 2).tolist() == [False, True]
 
 
 def test_grpo_matches_plain_python_reference():

@@ -33,6 +33,12 @@ def _grouped(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return scores.view(batch // group_size, group_size)
 
 
+def zero_spread(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[P] bool: True for each group whose G values are all equal (max − min is exactly 0, never a rounding)."""
+    grouped = _grouped(scores, group_size)
+    return grouped.amax(dim=1) == grouped.amin(dim=1)
+
+
 def grpo_advantages(
     scores: torch.Tensor, group_size: int, eps: float = 1e-4, scale: bool = True, unbiased_std: bool = True
 ) -> torch.Tensor:
@@ -46,15 +52,16 @@ def grpo_advantages(
 
     Conventions (peers differ): the unbiased std (G − 1; `unbiased_std=False` divides by G) and ε = 1e-4
     added to the std, not under the square root, are TRL 1.16's choices; OpenRLHF and verl use other ε
-    (`eps`). A group whose scores are all equal gets Â = 0 (for ε > 0), not NaN. G ≥ 2 is required
-    (ValueError otherwise, and when G does not divide B).
+    (`eps`, 0 allowed). A group whose scores are all equal gets Â = 0 exactly (`zero_spread`): in float32 its
+    mean rounds, and the rounding divided by a std of ~0 + ε would be an update like any other once AdamW
+    normalises it. G ≥ 2 is required (ValueError otherwise, and when G does not divide B).
     """
     grouped = _grouped(scores, group_size)
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if scale:
         std = grouped.std(dim=1, keepdim=True, unbiased=unbiased_std)
         centred = centred / (std + eps)
-    return centred.reshape(-1)
+    return torch.where(zero_spread(scores, group_size).unsqueeze(1), 0.0, centred).reshape(-1)
 
 
 def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -63,11 +70,12 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     Â_i = r_i − (1/(G − 1))·Σ_{j≠i} r_j  =  G/(G − 1)·(r_i − mean_g(r))
     (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from
     Human Feedback in LLMs", arXiv:2402.14740). G ≥ 2 is required: a response of its own has no
-    other to form a baseline (ValueError, and when G does not divide B).
+    other to form a baseline (ValueError, and when G does not divide B). A group whose scores are all equal
+    gets Â = 0 exactly (`zero_spread`), not the float32 rounding of the leave-one-out sums.
     """
     grouped = _grouped(scores, group_size)
     others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
-    return (grouped - others).reshape(-1)
+    return torch.where(zero_spread(scores, group_size).unsqueeze(1), 0.0, grouped - others).reshape(-1)
 
 
 def sequence_kl_in_score(
@@ -103,9 +111,10 @@ def reinforce_pp_advantages(
 
     Â_t = whiten(G_t),  G_t = Σ_{k≥t} γ^{k−t}·r_k  (`discounted_returns`)
     `rewards` are per-token rewards, the score on the last real token and −β·KL on every token
-    (`ppo.token_rewards`). whiten is `ppo.masked_whiten`: (G − μ)/√(σ² + 1e-8), μ and σ² (unbiased) over
-    the real tokens of the whole batch on every process (`sum_all`), as OpenRLHF's global batch
-    normalisation; padding gets 0.
+    (`ppo.token_rewards`). whiten is `ppo.masked_whiten`: (G − μ)/√(σ² + 1e-8), μ and σ² over the real
+    tokens of the whole batch on every process (`sum_all`); padding gets 0. The statistics are verl's
+    (`masked_whiten`: unbiased variance, + 1e-8 under the square root); OpenRLHF's REINFORCE++ takes the biased
+    variance and rsqrt(max(σ², 1e-8)), which differs by ~1/(2N) relative on N tokens (~0.02 on a small batch).
     """
     return ppo.masked_whiten(discounted_returns(rewards, mask, gamma), mask, sum_all=sum_all)
 

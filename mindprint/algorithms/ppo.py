@@ -32,7 +32,7 @@ def masked_whiten(
     """(x − μ)/√(σ² + 1e-8) over real tokens; with shift_mean=False the mean is added back (reward whitening).
 
     μ = Σ x·m / Σ m and σ² = Σ m·(x − μ)² / (Σ m − 1), each sum over the real tokens of every process
-    (`sum_all`), as OpenRLHF normalises advantages: the statistics do not depend on how many processes
+    (`sum_all`), as verl's masked_whiten (unbiased variance, + 1e-8): the statistics do not depend on how many processes
     the batch is split over.
     """
     total, n = sum_all(torch.stack([(x * mask).sum(), mask.sum()]))

@@ -126,6 +126,10 @@ def report(runs: list[Run], sweeps: list[Path], out: Path, x: str = "episodes", 
         *optuna_lines(sweeps, runs),
         "",
     ]
+    cut = [r for r in runs if r.cut_short]
+    if cut:
+        text += ["Runs stopped while writing a line of metrics.jsonl (killed, or still running), read up to their last "
+                 "complete line: " + ", ".join(f"`{r.path}`" for r in cut) + ".", ""]
     if failed:
         text += ["Failed runs (left out of the groups):", "",
                  *[f"- `{r.path.name}`: {r.failure}" for r in failed], ""]
@@ -174,6 +178,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         if args.ci not in stats.CI_METHODS:
             raise CompareError(f"--ci={args.ci} is not allowed: expected one of {', '.join(stats.CI_METHODS)}")
         runs, sweeps = discover(args.paths)
+        for run in runs:
+            if run.cut_short:
+                print(f"warning: {run.path / 'metrics.jsonl'} ends in a cut line (the run was stopped while writing it, "
+                      "or is still running): read up to its last complete line", file=sys.stderr)
         if args.out is not None:
             out = args.out
         elif len(args.paths) == 1 and sweeps:
@@ -183,6 +191,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         path = report(runs, sweeps, out, args.x, args.ci, args.allow_mixed)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # --out a file, a directory that cannot be written: nothing of the report was left there
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: the report could not be written: {err.strerror or err}{where}", file=sys.stderr)
         sys.exit(2)
     print(path.read_text().split("\n![")[0])
     print(f"report: {path}")

@@ -40,6 +40,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mindprint.config import CRITIC_FREE, ConfigError
+from mindprint.engine import distributed
+from mindprint.errors import TrainingStopped
 from mindprint.records import flatten
 
 CHECKPOINTS = "checkpoints"
@@ -418,16 +420,62 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys]
 
 
+def _bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (dicts, lists, tuples): what a checkpoint of it takes on disk, about."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_bytes(v) for v in obj)
+    return 0
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
 def save(run_dir: Path, iteration: int, accelerator: Accelerator, shared: dict[str, Any], mine: dict[str, Any],
-         adapter_saver: Callable[[Path], None], value_weights: Optional[dict[str, torch.Tensor]], keep: int
-         ) -> Optional[Path]:
+         adapter_weights: dict[str, torch.Tensor], adapter_saver: Callable[[Path], None],
+         value_weights: Optional[dict[str, torch.Tensor]], keep: int) -> Optional[Path]:
     """Write the checkpoint of `iteration` (collective: every process calls): each process its own state `mine`,
-    the main process the `shared` state, the adapter (through `adapter_saver(directory)`) and the value weights,
-    then the manifest and the rename (`commit`). Returns the newest checkpoint."""
+    the main process the `shared` state, the adapter (`adapter_saver(directory)` writes `adapter_weights`) and the
+    value weights, then the manifest and the rename (`commit`). Returns the newest checkpoint.
+
+    A write that fails (a full disk, a quota) on any process removes the half-written checkpoint, leaves the previous
+    one as it was, and raises TrainingStopped on every process, naming the directory and the space needed.
+    """
+    previous = latest(run_dir)
     tmp = begin(run_dir, iteration, create=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    save_state(mine, tmp / process_file(accelerator.process_index))
-    accelerator.wait_for_everyone()
-    path = commit(tmp, adapter_saver, value_weights, shared, keep) if accelerator.is_main_process else None
+    failure = _attempt(lambda: save_state(mine, tmp / process_file(accelerator.process_index)))
+    path = None
+    if distributed.everywhere(accelerator, failure is None) and accelerator.is_main_process:
+        failure = _attempt(lambda: commit(tmp, adapter_saver, value_weights, shared, keep))
+        path = latest(run_dir) if failure is None else None
+    if not distributed.everywhere(accelerator, failure is None):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        needed = _size(previous) if previous else _bytes([shared, mine, adapter_weights, value_weights])
+        reason = f"{failure.strerror or failure}" if failure is not None else "a write failed on another process"
+        free = shutil.disk_usage(run_dir).free
+        raise TrainingStopped(
+            f"checkpoint iter-{iteration:06d} was not written to {run_dir / CHECKPOINTS}: {reason} ({_gib(free)} "
+            f"free, about {_gib(needed)} needed); the previous checkpoint, {previous.name if previous else 'none'}, "
+            "is intact")
     accelerator.wait_for_everyone()
     return path or latest(run_dir)
+
+
+def _attempt(write: Callable[[], Any]) -> Optional[OSError]:
+    """None if `write` succeeded, else the OSError it raised (a full disk: ENOSPC, a quota: EDQUOT, ...)."""
+    try:
+        write()
+        return None
+    except OSError as err:
+        return err

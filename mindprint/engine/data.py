@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import datasets
@@ -56,6 +57,8 @@ def load_table(key: str, name: str, split: str) -> datasets.Dataset:
                 raise ConfigError(f"{key}={name!r} is not allowed: expected a file ending in {', '.join(LOCAL_BUILDERS)}")
             if os.path.getsize(path) == 0:
                 raise ConfigError(f"{key}={name!r} is not allowed: the file is empty")
+            if suffix != ".parquet":
+                check_utf8(key, name, path)
             table = datasets.load_dataset(LOCAL_BUILDERS[suffix], data_files=path, split="train")
             if len(table) == 0:
                 raise ConfigError(f"{key}={name!r} is not allowed: the file holds no rows")
@@ -70,6 +73,20 @@ def load_table(key: str, name: str, split: str) -> datasets.Dataset:
         raise ConfigError(f"{key}={name!r} could not be loaded: {reason}") from None
 
 
+def check_utf8(key: str, name: str, path: str) -> None:
+    """A text file (JSON lines, JSON, CSV, plain text) must be UTF-8: a ConfigError naming the first bad byte, its line
+    and column otherwise (a Latin-1 export, say), before datasets' reader reaches it."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start]
+        line = before.count(b"\n") + 1
+        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace")) + 1
+        raise ConfigError(f"{key}={name!r} is not allowed: it is not UTF-8 text (byte 0x{data[err.start]:02x} at line "
+                          f"{line}, column {column}); save it as UTF-8") from None
+
+
 def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     ds = load_table("data.name", cfg.name, split)
     return ds.rename_column("text", cfg.prompt_field) if "text" in ds.column_names and cfg.name.endswith(".txt") else ds
@@ -81,9 +98,11 @@ def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedToke
             raise ConfigError(
                 f"{key}={column!r} is not allowed: not a column of {cfg.name} (columns: {', '.join(ds.column_names)})"
             )
-    prompts, skipped = [], 0
+    prompts, skipped, not_text = [], 0, []
     for row in ds:
         text = row[cfg.prompt_field]
+        if text is not None and not isinstance(text, str):
+            not_text.append(text)
         if not isinstance(text, str) or not text.strip():
             skipped += 1
             continue
@@ -97,6 +116,9 @@ def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedToke
             continue
         topic = str(row[cfg.topic_field]) if cfg.topic_field else None
         prompts.append(Prompt(text=text, query=query, topic=topic))
+    if not prompts and not_text:
+        raise ConfigError(f"data.prompt_field={cfg.prompt_field!r} is not allowed: its values in {cfg.name} are not text "
+                          f"({type(not_text[0]).__name__}, e.g. {not_text[0]!r}; {len(not_text)} of {len(ds)} rows)")
     return prompts, skipped
 
 

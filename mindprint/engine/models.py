@@ -276,7 +276,20 @@ def build_reward(cfg: RewardConfig, device, dtype) -> tuple[PreTrainedModel, Pre
     return freeze(model), tokenizer
 
 
+def check_positions(cfg: RunConfig) -> None:
+    """Prompt and response must fit the policy's positions: a sequence longer than max_position_embeddings would run
+    (slowly, on rotary positions it never saw), so it is refused in one line before any weight is loaded."""
+    limit = getattr(load_config("model.name", cfg.model.name), "max_position_embeddings", None)
+    need = cfg.data.max_prompt_length + cfg.ppo.response_length
+    if limit is not None and need > limit:
+        raise ConfigError(
+            f"ppo.response_length={cfg.ppo.response_length} is not allowed: with data.max_prompt_length="
+            f"{cfg.data.max_prompt_length} a sequence reaches {need} positions, and {cfg.model.name} has "
+            f"max_position_embeddings={limit} (expected the two to sum to at most {limit})")
+
+
 def build_models(cfg: RunConfig, device: torch.device) -> Models:
+    check_positions(cfg)
     dtype = pick_dtype(cfg.model.dtype, device)
     tokenizer = load_tokenizer("model.name", cfg.model.name, padding_side="left")
     policy = build_policy(cfg.model, cfg.lora, tokenizer, device, dtype)

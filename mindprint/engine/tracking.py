@@ -4,17 +4,52 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
 
 from mindprint.analysis.stats import headline, objective_value
-from mindprint.config import LoggerConfig
+from mindprint.config import ConfigError, LoggerConfig
 from mindprint.records import METRICS, SAMPLES, flatten, jsonable, read_metrics
 
 # What W&B aggregates itself into each run's summary (define_metric): the compare report's best reward (max of
 # objective/scores) and held-out reward (the last eval/scores). The report's other final values are not W&B
 # aggregations (last-fifth means); `finish` writes them, all under `report/`.
 SUMMARIES = {"objective/scores": "max,last", "objective/kl": "last", "eval/scores": "last,max", "eval/kl": "last"}
+
+
+def wandb_reachable() -> Optional[str]:
+    """None if W&B's server (WANDB_BASE_URL, else api.wandb.ai) takes a connection within 3 s; else why not."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return None
+    except OSError as err:
+        return f"{host}:{port}: {err.strerror or err}"
+
+
+def wandb_mode(mode: Optional[str], run_dir: Path) -> tuple[Optional[str], Optional[str]]:
+    """(the mode to give wandb.init, a warning line or None).
+
+    With no mode chosen (logger.mode and WANDB_MODE unset, wandb's default: online) on a machine that cannot reach
+    W&B, such as a cluster node without network, the run logs offline rather than being lost to a traceback after
+    wandb's timeout: one warning line says how to upload it later. logger.mode=online, chosen on purpose, is
+    refused there in one line instead.
+    """
+    if mode in ("offline", "disabled") or (mode is None and os.environ.get("WANDB_MODE")):
+        return mode, None
+    why = wandb_reachable()
+    if why is None:
+        return mode, None
+    if mode == "online":
+        raise ConfigError(f"logger.mode='online' is not allowed here: W&B is out of reach ({why}); use "
+                          "logger.mode=offline and upload later with wandb sync")
+    return "offline", (f"warning: W&B is out of reach ({why}): logging offline under {run_dir / 'wandb'}; upload "
+                       f"later with: wandb sync {run_dir / 'wandb'}/offline-run-*")
 
 
 class Tracker:
@@ -36,6 +71,9 @@ class Tracker:
         if cfg.backend == "wandb":
             import wandb
 
+            mode, warning = wandb_mode(cfg.mode, run_dir)
+            if warning:
+                print(warning, file=sys.stderr)
             self.wandb = wandb.init(
                 project=cfg.project,
                 entity=cfg.entity,
@@ -43,7 +81,7 @@ class Tracker:
                 name=cfg.name or name,
                 tags=list(cfg.tags),
                 job_type=cfg.job_type,
-                mode=cfg.mode,
+                mode=mode,
                 config=flatten(config),
                 dir=str(run_dir),
                 id=resume_id,  # a resumed run continues its W&B run

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mindprint.algorithms import estimators, ppo
-from mindprint.config import ConfigError, RunConfig
+from mindprint.config import GROUP_BASELINES, ConfigError, RunConfig
 from mindprint.engine import checkpoint, distributed
 from mindprint.engine.data import Prompt, PromptSampler, PromptSet
 from mindprint.engine.models import Models
@@ -136,6 +136,9 @@ class Trainer:
             **{f"time/{k}_s": v for k, v in timer.seconds.items()},
             "health/skipped_updates": self.skipped_updates,
         }
+        if self.algo.name in GROUP_BASELINES:  # TRL's name: the share of groups that teach nothing
+            metrics["frac_reward_zero_std"] = gather(estimators.zero_spread(r.scores, self.algo.group_size).float()
+                                                     ).mean().item()
         if self.device.type == "cuda":
             metrics["perf/peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return metrics
@@ -276,7 +279,7 @@ class Trainer:
             return checkpoint.latest(self.run_dir)  # the same on every process: all skip together
         saver = lambda directory: self.models.policy.save_pretrained(directory, state_dict=lora)  # noqa: E731
         return checkpoint.save(self.run_dir, self.iteration, self.accelerator, self.state_dict(),
-                               self.process_state_dict(), saver, weights, self.cfg.checkpoint.keep)
+                               self.process_state_dict(), lora, saver, weights, self.cfg.checkpoint.keep)
 
     def save(self) -> None:
         """The run's outputs: the adapter (peft format) and, with a critic, the value model's trained weights."""
