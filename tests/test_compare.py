@@ -363,6 +363,23 @@ def test_a_run_killed_mid_line_is_read_to_its_last_whole_line_and_named(tmp_path
     assert json.loads((sweep / "comparison.json").read_text())["budget"] == 16  # the 2 iterations both runs reached
 
 
+def test_out_keeps_what_it_holds_and_a_file_there_is_one_line(tmp_path, capsys):
+    sweep = seeds_study(tmp_path / "sweep", ranks=(1,), seeds=(0, 1))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    compare(sweep, "--out", out)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.md").exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        compare(sweep, "--out", a_file)
+    assert info.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: the report could not be written: File exists"), err
+    assert a_file.read_text() == "x"
+
+
 def test_failed_runs_are_listed_and_left_out(tmp_path):
     sweep = seeds_study(tmp_path / "sweep", ranks=(1,), seeds=(0, 1))
     failed = sweep / "2_lora.rank=0,seed=0"

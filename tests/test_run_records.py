@@ -96,6 +96,19 @@ def test_wandb_without_a_network_logs_offline_and_says_how_to_sync(tmp_path, tin
     assert not (tmp_path / "online").exists()
 
 
+@pytest.mark.slow
+def test_train_reward_never_writes_over_a_reward_model(tmp_path, tiny):
+    run_dir = tmp_path / "rm"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "config.json").write_text("{}")
+    proc = run_cli("model=tiny", "pairs.name=/no/matter.jsonl", f"hydra.run.dir={run_dir}",
+                   module="mindprint.train_reward")
+    assert one_line(proc) == (f"error: hydra.run.dir='{run_dir}' is not allowed: it already holds a reward model "
+                              "(model/, eval.json); choose another directory")
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "model"]  # its record was never written either
+    assert (run_dir / "model" / "config.json").read_text() == "{}"
+
+
 @pytest.fixture
 def finished_run(tmp_path, tiny):
     trainer = small_trainer(tmp_path / "run", "ppo.steps=1")
