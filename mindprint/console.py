@@ -40,15 +40,17 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _quiet(name: str) -> None:
-    """The library's loggers at ERROR, and its own handlers (a library that prints through one) letting only errors
-    pass, whatever level it sets later."""
+    """The library's top-level logger at ERROR with an errors-only filter, and its own handlers (a library that
+    prints through one) letting only errors pass. The logger's filter outlasts a level the library sets while being
+    imported and then logs at (DeepSpeed announces its accelerator so); the handlers' filters cover its child
+    loggers once it is imported."""
     for logger in (logging.getLogger(name), logging.getLogger(OWN_NAMES[name]) if name in OWN_NAMES else None):
         if logger is None or (name == "transformers" and USER_VERBOSITY):
             continue
         logger.setLevel(logging.ERROR)
-        for handler in logger.handlers:
-            if _errors_only not in handler.filters:
-                handler.addFilter(_errors_only)
+        for holder in (logger, *logger.handlers):
+            if _errors_only not in holder.filters:
+                holder.addFilter(_errors_only)
 
 
 class QuietOnImport(importlib.abc.MetaPathFinder):

@@ -28,6 +28,17 @@ def test_a_dry_run_prints_nothing_on_stderr_although_libraries_log_at_import(tmp
     assert "14 × Linear8bitLt" in proc.stdout
 
 
+def test_a_training_run_prints_only_mindprints_lines(tmp_path, tiny):
+    """Libraries imported only once training starts (DeepSpeed, through accelerate, announces its accelerator while
+    being imported, on stdout) stay off both streams."""
+    proc = run_cli("+experiment=smoke", f"hydra.run.dir={tmp_path / 'run'}", env=noisy_env(tmp_path / "imported.txt"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""
+    foreign = [ln for ln in proc.stdout.splitlines() if "injected" in ln or "WARNING" in ln or "INFO" in ln]
+    assert foreign == [] and "run summary" in proc.stdout
+    assert "deepspeed" in (tmp_path / "imported.txt").read_text().split()
+
+
 @pytest.mark.parametrize("module, args", [
     ("mindprint.run", ["+experiment=demo", "dry_run=true", "reward.name=/no/such/reward"]),
     ("mindprint.run", ["lora.rank=0"]),
