@@ -45,3 +45,23 @@ def test_sft_lowers_the_held_out_perplexity(tmp_path, tiny):
     tuned = perplexity(AutoModelForCausalLM.from_pretrained(out), tokenizer, heldout)
     print(f"held-out perplexity: base {base:.1f} → SFT {tuned:.1f}")
     assert tuned < base / 4
+
+
+def test_pairs_hold_the_authors_completion_and_the_models_sample_for_the_same_prompt(tmp_path, tiny):
+    from mindprint.voice.pairs import make_pairs, sample, write_pairs
+
+    tokenizer = load_tokenizer("model.name", tiny["policy"], padding_side="right")
+    model = AutoModelForCausalLM.from_pretrained(tiny["policy"])
+    data = examples(5)
+    batched = sample(model, tokenizer, [e.prompt for e in data], max_new_tokens=8, temperature=0.0, batch_size=4,
+                     seed=0)
+    alone = [sample(model, tokenizer, [e.prompt], max_new_tokens=8, temperature=0.0, batch_size=1, seed=0)[0]
+             for e in data]
+    assert batched == alone and tokenizer.padding_side == "right"  # batching changes no sample
+    sampled = sample(model, tokenizer, [e.prompt for e in data], 8, temperature=1.0, batch_size=4, seed=3)
+    assert sampled == sample(model, tokenizer, [e.prompt for e in data], 8, temperature=1.0, batch_size=4, seed=3)
+    pairs = make_pairs(data, sampled)
+    assert [p["chosen"] for p in pairs] == [e.completion for e in data]
+    assert [p["rejected"] for p in pairs] == sampled and [p["prompt"] for p in pairs] == [e.prompt for e in data]
+    write_pairs(pairs, tmp_path / "pairs.jsonl")
+    assert (tmp_path / "pairs.jsonl").read_text().count("\n") == 5 and not (tmp_path / "pairs.tmp").exists()

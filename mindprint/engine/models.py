@@ -150,6 +150,17 @@ def own_generation_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
                                                pad_token_id=tokenizer.pad_token_id)
 
 
+def sampling_config(max_new_tokens: int, temperature: float, stop_ids: list[int], pad_id: int,
+                    **extra) -> GenerationConfig:
+    """Plain temperature sampling (greedy at 0) and nothing else: no top-k, top-p or other logits processor, so the
+    log-probs computed from logits/temperature are the sampling distribution's. Every field is set here or is
+    neutral in transformers' global defaults (a model's own generation config is replaced when it is loaded:
+    `own_generation_config`)."""
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+    return GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=pad_id, **sampling,
+                            **extra)
+
+
 def _match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)

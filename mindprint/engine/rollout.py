@@ -20,7 +20,7 @@ from mindprint.algorithms import ppo
 from mindprint.config import RunConfig
 from mindprint.engine import distributed
 from mindprint.engine.data import Prompt
-from mindprint.engine.models import Models
+from mindprint.engine.models import Models, sampling_config
 from mindprint.engine.rewards import Scorer
 
 
@@ -115,23 +115,16 @@ class Actor:
         self.device = accelerator.device
 
     def generation_config(self, temperature: float) -> GenerationConfig:
-        """What generate() samples with: our settings and nothing else.
-
-        Plain temperature sampling (greedy at 0): no top-k, top-p or other logits processor, so the old
-        log-probs, computed from logits/temperature, are the sampling distribution's. Every field is set
-        here or is neutral in transformers' global defaults: the checkpoint's own generation config was
-        replaced when the policy was built (models.own_generation_config), so a repetition_penalty or top_k
-        that it ships cannot act.
-        """
-        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+        """What generate() samples with: our settings and nothing else (`models.sampling_config`), so a
+        repetition_penalty or top_k that a checkpoint ships cannot act."""
         # One cache length for every call (prompts are at most data.max_prompt_length tokens), so the compiled
         # decoding step is compiled once, not again for each batch's longest prompt.
         cache = {}
         if self.p.kv_cache == "static":
             cache = dict(cache_implementation="static",
                          max_cache_len=self.cfg.data.max_prompt_length + self.p.response_length)
-        return GenerationConfig(max_new_tokens=self.p.response_length, eos_token_id=self.models.stop_ids,
-                                pad_token_id=self.models.tokenizer.pad_token_id, **sampling, **cache)
+        return sampling_config(self.p.response_length, temperature, self.models.stop_ids,
+                               self.models.tokenizer.pad_token_id, **cache)
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], temperature: float) -> Episodes:
