@@ -27,8 +27,9 @@ def _corpus() -> list[str]:
     return text + prompts
 
 
-def train_tokenizer(vocab_size: int, specials: list[str], template: str, eos: str, pad: str) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on the shipped corpus (any text encodes; no unknown tokens)."""
+def bpe_tokenizer(texts, vocab_size: int, specials: list[str], template: str, eos: str, pad: str
+                  ) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (any text encodes; no unknown tokens), with a chat template."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -38,10 +39,15 @@ def train_tokenizer(vocab_size: int, specials: list[str], template: str, eos: st
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad)
     fast.chat_template = template
     return fast
+
+
+def train_tokenizer(vocab_size: int, specials: list[str], template: str, eos: str, pad: str) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the shipped corpus (the tiny models')."""
+    return bpe_tokenizer(_corpus(), vocab_size, specials, template, eos, pad)
 
 
 def policy_tokenizer() -> PreTrainedTokenizerFast:

@@ -1,0 +1,33 @@
+"""The voice demo's writing model: a tiny Qwen3 that learns words from a real text, built the same way every time and
+once per machine."""
+
+import json
+from pydoc_data.topics import topics
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from mindprint.synthetic.writer import WriterSettings, build_writer, ensure_writer
+
+TEXTS = [topics[k] for k in ("pass", "while", "for", "if", "break", "continue", "return", "import")]
+SMALL = WriterSettings(steps=40, vocab_size=512, hidden_size=64, layers=2, block=64, batch_size=8, warmup=10)
+
+
+def test_the_writer_learns_and_is_built_the_same_way_twice(tmp_path):
+    first = build_writer(tmp_path / "a", TEXTS, SMALL)
+    build_writer(tmp_path / "b", TEXTS, SMALL)
+    assert sum(first[-5:]) / 5 < sum(first[:5]) / 5 - 1.0  # next-token loss falls
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "a" / "pretraining.json").read_text())["losses"] == first
+
+
+def test_the_writer_is_cached_under_a_name_that_digests_its_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINDPRINT_TINY_DIR", str(tmp_path))
+    path = ensure_writer("pydoc", TEXTS, SMALL)
+    built = (tmp_path / "v1" / path.rsplit("/", 1)[1] / "config.json").stat().st_mtime_ns
+    assert ensure_writer("pydoc", TEXTS, SMALL) == path  # found, not built again
+    assert (tmp_path / "v1" / path.rsplit("/", 1)[1] / "config.json").stat().st_mtime_ns == built
+    assert ensure_writer("pydoc", TEXTS[:-1], SMALL) != path  # another text, another model
+    assert sorted(p.name.startswith("writer-pydoc-") for p in (tmp_path / "v1").iterdir()) == [True, True]
