@@ -101,8 +101,9 @@ def quiet_libraries() -> None:
                 _quiet(name)
         at = next((i for i, f in enumerate(sys.meta_path) if f is importlib.machinery.PathFinder), len(sys.meta_path))
         sys.meta_path.insert(at, finder)
-    # peft asks transformers for a renamed attribute once per run; not ours to act on
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # peft and TRL's configs use transformers' names from before its `activation_checkpointing` rename, once per
+    # run: not ours to act on
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
 
 def hide_progress_bars() -> None:
