@@ -105,30 +105,47 @@ def export(run_dir: Path, out_dir: Path, merge: bool, checkpoint_name: Optional[
     source = adapter_dir(run_dir, checkpoint_name)
     check_destination(out_dir, force)
     base_name = json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
+    try:  # what the export reads comes first: a missing base model is the run's problem, not OUT_DIR's
+        tokenizer = AutoTokenizer.from_pretrained(base_name)
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32) if merge else None
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"RUN_DIR={str(run_dir)!r} is not allowed: its adapter's base model {base_name!r} could "
+                          f"not be loaded ({reason})") from None
     made = _missing_parents(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = aside = None
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
         if merge:
-            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32)
             PeftModel.from_pretrained(base, source).merge_and_unload().save_pretrained(tmp)
         else:
             for name in ADAPTER_FILES:
                 if (source / name).exists():
                     shutil.copyfile(source / name, tmp / name)
-        AutoTokenizer.from_pretrained(base_name).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         (tmp / MARKER).write_text(json.dumps({"files": files, "run": str(run_dir), "adapter": str(source),
                                               "merged": merge}, indent=1))
-        if out_dir.exists():  # empty, or a previous export holding only what it wrote (check_destination)
-            shutil.rmtree(out_dir)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a folder as mkdir makes it, not mkdtemp's owner-only 0700
+        if out_dir.exists():  # empty, or a previous export holding only what it wrote: kept aside until replaced
+            aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            os.replace(out_dir, aside / out_dir.name)
         os.replace(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if aside is not None and not out_dir.exists():
+            os.replace(aside / out_dir.name, out_dir)  # what OUT_DIR held before
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         for parent in made:
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     return out_dir
 
 

@@ -140,6 +140,9 @@ def test_export_never_deletes_what_it_did_not_write(finished_run, tmp_path, caps
 
     out = tmp_path / "exported" / "adapter"  # parents made as needed
     export_main([str(finished_run), str(out)])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes a folder, not owner-only
     written = json.loads((out / MARKER).read_text())["files"]
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(written)
     assert "holds a previous export; add --force" in export_fails(capsys, finished_run, out)
@@ -150,7 +153,14 @@ def test_export_never_deletes_what_it_did_not_write(finished_run, tmp_path, caps
     assert [p.name for p in (tmp_path / "exported").iterdir()] == ["adapter"]
 
 
-def test_a_full_disk_while_checkpointing_removes_the_half_written_one_and_keeps_the_last(tmp_path, tiny, monkeypatch):
+@pytest.mark.parametrize("error, reason", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+    # how torch.save's own writer reports a full disk
+    (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file "
+                  "write failed"), "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing"),
+])
+def test_a_full_disk_while_checkpointing_removes_the_half_written_one_and_keeps_the_last(tmp_path, tiny, monkeypatch,
+                                                                                         error, reason):
     trainer = small_trainer(tmp_path, "ppo.steps=1")
     trainer.iteration = 1
     good = trainer.checkpoint()
@@ -159,7 +169,7 @@ def test_a_full_disk_while_checkpointing_removes_the_half_written_one_and_keeps_
 
     def full_disk(state, file):
         if file.name == checkpoint.STATE:  # the process file went through; the shared state finds the disk full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+            raise error
         real(state, file)
 
     monkeypatch.setattr(checkpoint, "save_state", full_disk)
@@ -167,8 +177,7 @@ def test_a_full_disk_while_checkpointing_removes_the_half_written_one_and_keeps_
         trainer.checkpoint()
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"checkpoint iter-000002 was not written to {tmp_path / 'checkpoints'}: No space left "
-                              "on device (")
+    assert message.startswith(f"checkpoint iter-000002 was not written to {tmp_path / 'checkpoints'}: {reason}")
     assert message.endswith("needed); the previous checkpoint, iter-000001, is intact")
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["iter-000001"]  # no .tmp-iter-000002
     checkpoint.verify(good, hash_limit=None)

@@ -66,6 +66,18 @@ def test_a_non_utf8_file_among_good_ones_is_skipped_and_named(tmp_path):
     assert skipped == ["essays/latin1.txt", "essays/picture.txt"] and len(documents) == 6
 
 
+def test_tables_keep_their_paragraphs_and_name_a_bad_line(tmp_path):
+    table = tmp_path / "writing.csv"
+    body = "First paragraph, quoted.\n\nSecond paragraph."
+    table.write_bytes(b"\xef\xbb\xbf" + f'text,topic\n"{body}",letters\n"Another, short.",\n'.encode())  # Excel's BOM
+    documents, _ = read_documents(table)
+    assert [(d.text, d.topic) for d in documents] == [(body, "letters"), ("Another, short.", tmp_path.name)]
+    lines = tmp_path / "writing.jsonl"
+    lines.write_text('{"text": "fine"}\n{"text": broken\n')
+    with pytest.raises(PrepareError, match="writing.jsonl line 2 is not JSON"):
+        read_documents(lines)
+
+
 @pytest.mark.parametrize("make, expected", [
     (lambda root: root.mkdir(), "holds no .txt, .md, .jsonl or .csv file with text"),
     (lambda root: (root.mkdir(), (root / "a.txt").write_bytes(b"\xff\xfe\x00x")), "only files that are not UTF-8 text"),

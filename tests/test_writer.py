@@ -31,3 +31,10 @@ def test_the_writer_is_cached_under_a_name_that_digests_its_text(tmp_path, monke
     assert (tmp_path / "v1" / path.rsplit("/", 1)[1] / "config.json").stat().st_mtime_ns == built
     assert ensure_writer("pydoc", TEXTS[:-1], SMALL) != path  # another text, another model
     assert sorted(p.name.startswith("writer-pydoc-") for p in (tmp_path / "v1").iterdir()) == [True, True]
+
+
+def test_a_text_shorter_than_one_window_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="a writer needs more text than one window"):
+        build_writer(tmp_path / "w", ["pass"], SMALL)

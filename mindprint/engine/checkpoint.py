@@ -450,9 +450,10 @@ def save(run_dir: Path, iteration: int, accelerator: Accelerator, shared: dict[s
     one as it was, and raises TrainingStopped on every process, naming the directory and the space needed.
     """
     previous = latest(run_dir)
-    tmp = begin(run_dir, iteration, create=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    failure = _attempt(lambda: save_state(mine, tmp / process_file(accelerator.process_index)))
+    tmp = begin(run_dir, iteration, create=False)
+    failure = _attempt(lambda: begin(run_dir, iteration, create=True)) if accelerator.is_main_process else None
+    if distributed.everywhere(accelerator, failure is None):
+        failure = _attempt(lambda: save_state(mine, tmp / process_file(accelerator.process_index)))
     path = None
     if distributed.everywhere(accelerator, failure is None) and accelerator.is_main_process:
         failure = _attempt(lambda: commit(tmp, adapter_saver, value_weights, shared, keep))
@@ -462,7 +463,7 @@ def save(run_dir: Path, iteration: int, accelerator: Accelerator, shared: dict[s
             shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
         needed = _size(previous) if previous else _bytes([shared, mine, adapter_weights, value_weights])
-        reason = f"{failure.strerror or failure}" if failure is not None else "a write failed on another process"
+        reason = _reason(failure) if failure is not None else "a write failed on another process"
         free = shutil.disk_usage(run_dir).free
         raise TrainingStopped(
             f"checkpoint iter-{iteration:06d} was not written to {run_dir / CHECKPOINTS}: {reason} ({_gib(free)} "
@@ -472,10 +473,18 @@ def save(run_dir: Path, iteration: int, accelerator: Accelerator, shared: dict[s
     return path or latest(run_dir)
 
 
-def _attempt(write: Callable[[], Any]) -> Optional[OSError]:
-    """None if `write` succeeded, else the OSError it raised (a full disk: ENOSPC, a quota: EDQUOT, ...)."""
+def _attempt(write: Callable[[], Any]) -> Optional[Exception]:
+    """None if `write` succeeded, else what it raised: an OSError (a full disk: ENOSPC, a quota: EDQUOT, ...), or
+    the RuntimeError of torch.save's writer and the SafetensorError of safetensors, which report the same."""
     try:
         write()
         return None
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - every process must learn of it, or the others wait forever
         return err
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

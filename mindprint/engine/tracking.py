@@ -42,6 +42,8 @@ def wandb_mode(mode: Optional[str], run_dir: Path) -> tuple[Optional[str], Optio
     """
     if mode in ("offline", "disabled") or (mode is None and os.environ.get("WANDB_MODE")):
         return mode, None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return mode, None  # W&B is reached through a proxy, which a direct probe cannot tell: wandb decides
     why = wandb_reachable()
     if why is None:
         return mode, None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -76,6 +77,9 @@ def build_writer(path: Path, texts: Sequence[str], s: WriterSettings) -> list[fl
                          num_hidden_layers=s.layers, head_dim=s.hidden_size // 4, initializer_range=0.02)
     model = Qwen3ForCausalLM(config)
     ids = torch.tensor(tok("\n\n".join(texts), add_special_tokens=False)["input_ids"])
+    if len(ids) <= s.block or s.warmup < 1 or s.steps < 1:
+        raise ValueError(f"a writer needs more text than one window ({len(ids)} tokens, block {s.block}), and steps and "
+                         f"warmup >= 1 (got {s.steps}, {s.warmup})")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same sums in the same order, so the same model on every build here
     try:
@@ -100,6 +104,7 @@ def ensure_writer(name: str, texts: Sequence[str], settings: WriterSettings = Wr
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".writer-{name}-"))
         try:
             build_writer(tmp, texts, settings)
+            os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep the cached model from other users of the machine
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -19,6 +19,7 @@ reaches SFT, preference pairs, reward training or PPO prompts.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -65,16 +66,23 @@ def _decode(path: Path) -> Optional[str]:
     if b"\x00" in data:
         return None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Excel's CSVs) is not text
     except UnicodeDecodeError:
         return None
 
 
 def _table_rows(path: Path, text: str, text_field: str, topic_field: Optional[str]) -> list[tuple[str, Optional[str]]]:
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise PrepareError(f"texts: {path.name} line {n} is not JSON") from None
     else:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))  # a quoted cell keeps its line breaks
     out = []
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or text_field not in row:

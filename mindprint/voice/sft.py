@@ -62,7 +62,10 @@ def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: S
 
 def train_sft(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTSettings,
               out_dir: Path, seed: int, device: torch.device, report_to: str = "none") -> Path:
-    """Train, merge the LoRA, save model and tokenizer to `out_dir` (written aside and renamed: whole or absent)."""
+    """Train, merge the LoRA, save model and tokenizer to `out_dir` (written aside and renamed: whole or absent).
+    An existing `out_dir` is a finished stage: ValueError, never written over."""
+    if out_dir.exists():
+        raise ValueError(f"{out_dir} exists: an SFT model is never written over")
     torch.manual_seed(seed)
     trainer = trainer_for(model_name, tokenizer, examples, settings, out_dir.parent / f".{out_dir.name}.trainer", seed,
                           device, report_to)
