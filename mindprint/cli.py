@@ -78,9 +78,20 @@ def run_directory(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
 
 
 def remove_if_untouched(run_dir: Path) -> None:
-    """Remove a run directory that holds only what Hydra wrote: a mistake leaves nothing behind."""
-    if run_dir.is_dir() and hydra_only(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove a run directory that holds only what was written before the run started: a mistake leaves nothing
+    behind, not even the empty `outputs/runs/DATE/` that Hydra made above it (parents inside the working directory
+    that the removal leaves empty)."""
+    if not (run_dir.is_dir() and hydra_only(run_dir)):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only if empty: a sibling run keeps it
+        except OSError:
+            break
 
 
 def critic_key_warnings(cfg: config.RunConfig, overrides: list[str]) -> list[str]:

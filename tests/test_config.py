@@ -95,3 +95,9 @@ def test_bad_override_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path: Path, o
     assert expected in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not run_dir.exists()
+
+
+def test_a_mistake_leaves_no_outputs_folder_in_a_clean_directory(tmp_path: Path):
+    proc = run_cli("lora.rank=0", cwd=tmp_path)  # the default run directory: outputs/runs/DATE/TIME under cwd
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []
