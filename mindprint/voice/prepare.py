@@ -23,7 +23,7 @@ import io
 import json
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -176,10 +176,6 @@ def split_passage(passage: str, count: Callable[[str], int], opening_tokens: int
     return passage[:cut].strip(), passage[cut:].strip()
 
 
-def prompt_for(topic: str, opening: str, template: str) -> str:
-    return template.format(topic=topic, opening=opening)
-
-
 def prepare(documents: list[Document], count: Callable[[str], int], *, min_tokens: int, max_tokens: int,
             opening_tokens: int, heldout_fraction: float, template: str, seed: int,
             skipped_files: Optional[list[str]] = None) -> Prepared:
@@ -197,7 +193,7 @@ def prepare(documents: list[Document], count: Callable[[str], int], *, min_token
         short += dropped
         for passage in kept:
             opening, rest = split_passage(passage, count, opening_tokens)
-            example = Example(prompt_for(doc.topic, opening, template), rest, doc.topic, doc.name)
+            example = Example(template.format(topic=doc.topic, opening=opening), rest, doc.topic, doc.name)
             (heldout if i in held else train).append(example)
     if not train and not heldout:
         raise PrepareError(f"texts is not allowed: every passage is shorter than voice.min_tokens={min_tokens} tokens "
@@ -212,11 +208,3 @@ def prepare(documents: list[Document], count: Callable[[str], int], *, min_token
                            f"voice.min_tokens={min_tokens} tokens or more")
     names = {"train": sorted({e.document for e in train}), "heldout": sorted({e.document for e in heldout})}
     return Prepared(train, heldout, names, list(skipped_files or []), short)
-
-
-def write_examples(examples: list[Example], path: Path) -> None:
-    """JSON lines with prompt, completion, topic, document; written aside and renamed (whole or absent)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
-    tmp.replace(path)
