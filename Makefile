@@ -57,13 +57,11 @@ algo-sweep: install  ## PPO, GRPO, RLOO and REINFORCE++ on the demo, 3 seeds eac
 	$(PY) -m mindprint.run +experiment=algo_sweep hydra.sweep.dir=outputs/sweeps/algo_sweep -m
 	$(PY) -m mindprint.compare outputs/sweeps/algo_sweep
 
-VOICE_DIR ?= outputs/voice
-voice-demo: install  ## the voice pipeline offline: synthetic pairs → tiny voice reward model (TRL) → PPO against it
+VOICE_DIR ?= outputs/voice-demo
+voice-demo: install  ## the voice pipeline offline on CPU: Python's Language Reference as the author → SFT → pairs → reward model → PPO → report
 	@test ! -e $(VOICE_DIR) || { echo "error: $(VOICE_DIR) exists: move it away, or make voice-demo VOICE_DIR=another/dir" >&2; exit 2; }
-	$(PY) -m mindprint.voice $(VOICE_DIR)/pairs.jsonl 1000
-	$(PY) -m mindprint.train_reward model=tiny pairs.name=$(VOICE_DIR)/pairs.jsonl device=cpu \
-		training.learning_rate=1e-3 training.batch_size=16 hydra.run.dir=$(VOICE_DIR)/reward
-	$(PY) -m mindprint.run +experiment=voice_demo reward.path=$(VOICE_DIR)/reward/model hydra.run.dir=$(VOICE_DIR)/ppo
+	$(PY) -m mindprint.synthetic.pydoc_texts $(VOICE_DIR)/texts
+	$(PY) -m mindprint.voice +experiment=voice_demo texts=$(VOICE_DIR)/texts hydra.run.dir=$(VOICE_DIR)/run
 
 # TRL's PPOTrainer was removed in trl 1.13: the comparison runs trl 1.12.0 from a venv of its own.
 $(TRL_VENV)/.installed:

@@ -26,7 +26,13 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped in the package (t
 
 
 def tiny_path(kind: str) -> str:
-    """Directory of a tiny offline model, built on first use (the `${tiny:KIND}` resolver)."""
+    """Directory of a tiny offline model, built on first use (the `${tiny:KIND}` resolver). `writer`: the voice
+    demo's policy, pretrained on Python's Library Reference (mindprint.synthetic.pydoc_texts)."""
+    if kind == "writer":
+        from mindprint.synthetic.pydoc_texts import writer_texts
+        from mindprint.synthetic.writer import ensure_writer
+
+        return ensure_writer("pydoc", writer_texts())
     from mindprint.synthetic.tiny import ensure_tiny  # only when a config names one: building pulls in torch
 
     return ensure_tiny(kind)
@@ -40,11 +46,12 @@ def register() -> None:
             OmegaConf.register_new_resolver(resolver, fn)
 
 
-def compose(overrides: list[str]) -> config.RunConfig:
-    """The RunConfig that `python -m mindprint.run OVERRIDES` would run, without running it."""
+def compose(overrides: list[str], config_name: str = "config") -> config.RunConfig:
+    """The RunConfig that `python -m mindprint.run OVERRIDES` would run, without running it (with
+    config_name="voice_pipeline", the VoiceRunConfig of `python -m mindprint.voice`)."""
     register()
     with hydra.initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra.compose("config", overrides=overrides)
+        cfg = hydra.compose(config_name, overrides=overrides)
     return OmegaConf.to_object(cfg)
 
 

@@ -257,6 +257,7 @@ class DataConfig:
     prompt_field: str = "prompt"
     topic_field: Optional[str] = None  # group prompts by this column, ppo.steps_per_topic iterations each
     eval_split: Optional[str] = "validation"  # held-out prompts from this split; None = the last `eval_size` prompts
+    eval_name: Optional[str] = None  # held-out prompts from another file (or hub dataset); data.eval_split is its split
     eval_size: int = 16
     max_prompt_length: int = 512  # tokens; longer prompts are skipped and counted
     apply_chat_template: bool = False  # wrap each prompt as a user turn of the policy's chat template
@@ -320,6 +321,27 @@ class ObjectiveConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What a run's evaluations measure on the held-out prompts besides the reward's score (eval/scores) and KL.
+
+    scorers: extra judges of the same generations, logged as eval/NAME (a proxy-versus-gold study, Gao et al. 2022:
+    train against one reward model, watch another): "module:function" (a rule, as reward.rule) or the hub name or
+    directory of a sequence-classification reward model (loaded unquantized).
+    style: a style target written by the voice pipeline (data/style.json): eval/style_delta, the Burrows' Delta of
+    the generations to the author's held-out text, a distance the reward model cannot move by being fooled.
+    """
+
+    scorers: dict[str, str] = field(default_factory=dict)
+    style: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in self.scorers:
+            _require(name.replace("_", "").isalnum() and name not in ("scores", "kl", "style_delta"),
+                     f"eval.scorers.{name}", self.scorers[name],
+                     "a name of letters, digits and _ other than scores, kl and style_delta (logged as eval/NAME)")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -330,6 +352,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     dry_run: bool = False  # build every model, print the table, exit
     device: str = "auto"  # auto | cpu | cuda
@@ -350,6 +373,7 @@ class PairsConfig:
     split: str = "train"
     eval_split: Optional[str] = None  # None: hold out the last `eval_size` pairs after a seeded shuffle
     eval_size: int = 100
+    eval_name: Optional[str] = None  # held-out pairs from another local file, all of them (eval_split, eval_size unused)
 
     def __post_init__(self) -> None:
         _require(self.eval_size >= 1, "pairs.eval_size", self.eval_size, "an integer >= 1")
@@ -388,8 +412,90 @@ class TrainRewardConfig:
         _require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "auto, cpu or cuda")
 
 
+@dataclass
+class SFTConfig:
+    """The voice pipeline's SFT stage: TRL's SFTTrainer through a LoRA (merged after), loss on the completions."""
+
+    epochs: float = 1.0
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    max_length: int = 512
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "voice.sft.epochs", self.epochs, "a number > 0")
+        for key in ("batch_size", "max_length", "lora_rank"):
+            _require(getattr(self, key) >= 1, f"voice.sft.{key}", getattr(self, key), "an integer >= 1")
+        _require(self.learning_rate > 0, "voice.sft.learning_rate", self.learning_rate, "a number > 0")
+
+
+VOICE_STAGES = ("prepare", "sft", "pairs", "reward", "ppo", "evaluate", "report")
+
+
+@dataclass
+class VoiceConfig:
+    """`python -m mindprint.voice`: from a folder of writing (`texts`) to a policy in its author's voice.
+
+    Passages are paragraphs joined to min_tokens..max_tokens policy tokens; each becomes a prompt (`template`, with
+    the passage's opening: its first sentences up to opening_tokens) and a completion (the rest). Whole documents
+    are held out (heldout_fraction, seeded by `seed`).
+    """
+
+    min_tokens: int = 64
+    max_tokens: int = 256
+    opening_tokens: int = 48
+    heldout_fraction: float = 0.2
+    template: str = "Go on with this passage on {topic}, in its author's words.\n\n{opening}"
+    text_field: str = "text"  # the text column of a .jsonl/.csv in texts
+    topic_field: Optional[str] = "topic"  # its topic column (a row without one takes its folder's topic)
+    rejected_from: str = "base"  # which model writes the rejected side of the pairs: base or sft
+    delta_words: int = 100  # Burrows' Delta over the author's most frequent words
+    topic_passes: int = 1  # PPO: ppo.steps = ppo.steps_per_topic × topics × topic_passes
+    reward_base: Optional[str] = None  # the reward model's base (a sequence classifier from it); None: model.name
+    stages: list[str] = field(default_factory=lambda: list(VOICE_STAGES))  # a subset runs those (finished inputs)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    reward_training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
+
+    def __post_init__(self) -> None:
+        pos = "an integer >= 1"
+        for key in ("min_tokens", "opening_tokens", "delta_words", "topic_passes"):
+            _require(getattr(self, key) >= 1, f"voice.{key}", getattr(self, key), pos)
+        _require(self.max_tokens > self.min_tokens, "voice.max_tokens", self.max_tokens,
+                 f"an integer > voice.min_tokens={self.min_tokens}")
+        _require(self.opening_tokens < self.min_tokens, "voice.opening_tokens", self.opening_tokens,
+                 f"an integer < voice.min_tokens={self.min_tokens} (the rest of a passage is its completion)")
+        _require(0 < self.heldout_fraction < 1, "voice.heldout_fraction", self.heldout_fraction, "a number in (0, 1)")
+        _require(self.rejected_from in ("base", "sft"), "voice.rejected_from", self.rejected_from, "base or sft")
+        try:
+            formatted = self.template.format(topic="\0", opening="\1")
+        except (KeyError, IndexError, ValueError):
+            formatted = ""
+        _require("\1" in formatted, "voice.template", self.template,
+                 "a text with {opening} (and optionally {topic}) and no other {field}")
+        bad = [s for s in self.stages if s not in VOICE_STAGES]
+        _require(not bad and self.stages, "voice.stages", bad[0] if bad else self.stages,
+                 f"a non-empty list of {', '.join(VOICE_STAGES)}")
+
+
+@dataclass
+class VoiceRunConfig(RunConfig):
+    """The whole voice pipeline: a run's groups (the PPO stage's) with `texts` and the `voice` group."""
+
+    texts: Optional[str] = None  # a folder of writing, or one .jsonl/.csv table
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(bool(self.texts), "texts", self.texts, "a folder of your writing: texts=~/my_writing")
+
+
 def store_schemas() -> None:
     """Register the schema of every config with Hydra (the config files name them: `run_schema`, ...)."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="train_reward_schema", node=TrainRewardConfig)
+    cs.store(name="voice_schema", node=VoiceRunConfig)

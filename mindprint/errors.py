@@ -9,13 +9,13 @@ from typing import Optional
 from hydra.errors import HydraException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from mindprint.config import ConfigError, RunConfig
+from mindprint.config import ConfigError, VoiceRunConfig
 from mindprint.records import RecordError
 
 
 def _allowed_keys(full_key: str) -> Optional[list[str]]:
     """The keys of the dataclass that holds `full_key`, e.g. lora.rnk → LoraConfig's fields."""
-    node: type = RunConfig
+    node: type = VoiceRunConfig  # the widest schema: a run's keys and the voice pipeline's
     for part in full_key.split(".")[:-1]:
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields or not dataclasses.is_dataclass(fields[part].default_factory):

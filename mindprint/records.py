@@ -108,8 +108,10 @@ def hydra_only(run_dir: Path) -> bool:
     return all(p.name in (RECORD, LOCK) or (p.suffix == ".log" and p.is_file()) for p in run_dir.iterdir())
 
 
-# What a run writes of its own: PPO's metrics and checkpoints, train_reward's model and evaluation.
-OUTPUTS = (METRICS, "checkpoints", "model", "eval.json")
+# What a run writes of its own: PPO's metrics and checkpoints, train_reward's model and evaluation, the voice
+# pipeline's record of its config (written when its first stage finishes).
+PIPELINE = "pipeline.json"
+OUTPUTS = (METRICS, "checkpoints", "model", "eval.json", PIPELINE)
 
 
 def holds_a_run(run_dir: Path) -> bool:

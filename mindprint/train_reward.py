@@ -38,13 +38,17 @@ COLUMNS = ("chosen", "rejected")
 def load_pairs(cfg: PairsConfig, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     ds = load_table("pairs.name", cfg.name, cfg.split)
     local = os.path.exists(os.path.expanduser(cfg.name))
-    held_out = load_table("pairs.name", cfg.name, cfg.eval_split) if cfg.eval_split and not local else None
-    for column in COLUMNS:
-        if column not in ds.column_names:
-            raise ConfigError(
-                f"pairs.name={cfg.name!r} is not allowed: it has no {column!r} column "
-                f"(columns: {', '.join(ds.column_names)}; expected prompt, chosen, rejected)"
-            )
+    if cfg.eval_name is not None:
+        held_out = load_table("pairs.eval_name", cfg.eval_name, cfg.eval_split or "train")
+    else:
+        held_out = load_table("pairs.name", cfg.name, cfg.eval_split) if cfg.eval_split and not local else None
+    for key, name, table in (("pairs.name", cfg.name, ds), ("pairs.eval_name", cfg.eval_name, held_out)):
+        for column in COLUMNS if table is not None else ():
+            if column not in table.column_names:
+                raise ConfigError(
+                    f"{key}={name!r} is not allowed: it has no {column!r} column "
+                    f"(columns: {', '.join(table.column_names)}; expected prompt, chosen, rejected)"
+                )
     if held_out is None:
         if len(ds) <= cfg.eval_size:
             raise ConfigError(f"pairs.eval_size={cfg.eval_size} is not allowed: expected fewer than the {len(ds)} pairs")

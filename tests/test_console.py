@@ -47,10 +47,11 @@ def test_a_training_run_prints_only_mindprints_lines(tmp_path, tiny):
     ("mindprint.export", ["/no/such/run", "/tmp/mindprint-never-written"]),
     ("mindprint.compare", ["/no/such/sweep"]),
     ("mindprint.bench", ["gpu", "--precisions", "3bit", "--no-trl"]),
-    ("mindprint.voice", []),
+    ("mindprint.voice", ["texts=/no/such/folder"]),
 ])
 def test_every_entry_point_answers_a_mistake_in_one_line(tmp_path, tiny, module, args):
-    hydra_dir = [f"hydra.run.dir={tmp_path / 'run'}"] if module in ("mindprint.run", "mindprint.train_reward") else []
+    hydra_dir = [f"hydra.run.dir={tmp_path / 'run'}"] if module in ("mindprint.run", "mindprint.train_reward", "mindprint.voice") \
+        else []
     proc = run_cli(*args, *hydra_dir, module=module, env=noisy_env(tmp_path / "imported.txt"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.splitlines()

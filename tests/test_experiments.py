@@ -9,7 +9,8 @@ from mindprint.assets import path as asset_path
 from mindprint.cli import compose
 from mindprint.engine.job import execute
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+PIPELINE = {"voice_demo"}  # experiments of `python -m mindprint.voice`, not of `python -m mindprint.run`
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml") if p.stem not in PIPELINE)
 
 
 def test_there_are_experiments():
@@ -31,6 +32,16 @@ def test_experiment_composes_and_dry_runs(name, tiny, tmp_path, capsys):
     assert "policy LoRA: r × Σ(in_features + out_features)" in out
     if cfg.reward.name is not None and cfg.reward.quantization == "8bit":
         assert "Linear8bitLt" in out
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE))
+def test_pipeline_experiment_composes(name, tmp_path):
+    paths = {"data.name": "train.jsonl", "data.eval_name": "heldout.jsonl", "reward.path": "reward",
+             "eval.style": "style.json"}  # the run directory's files, which Hydra's runtime names in a real run
+    cfg = compose([f"+experiment={name}", f"texts={tmp_path}", *(f"{k}={tmp_path / v}" for k, v in paths.items())],
+                  config_name="voice_pipeline")
+    assert cfg.texts == str(tmp_path) and cfg.lora.rank == 1 and cfg.ppo.eval_temperature == cfg.ppo.temperature
+    assert cfg.voice.opening_tokens < cfg.voice.min_tokens and not cfg.data.apply_chat_template
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The voice pipeline: synthetic pairs → TRL RewardTrainer → PPO against the trained reward model."""
+"""A reward model trained by `mindprint.train_reward` (TRL RewardTrainer) on templated synthetic pairs in a voice, and
+PPO against it: the reward-model path of the voice pipeline, small enough to run in seconds."""
 
 import json
 
@@ -41,7 +42,8 @@ def test_voice_reward_model_separates_held_out_pairs(voice_rm):
 
 @pytest.mark.slow
 def test_ppo_against_the_voice_reward_model_raises_its_score(voice_rm, tmp_path):
-    cfg = compose(["+experiment=voice_demo", f"reward.path={voice_rm / 'model'}", "ppo.steps=24", "ppo.eval_every=0"])
+    cfg = compose(["+experiment=demo", "reward=local", f"reward.path={voice_rm / 'model'}", "reward.quantization=8bit",
+                   "ppo.steps=24", "ppo.eval_every=0"])
     assert cfg.reward.name == str(voice_rm / "model") and cfg.reward.quantization == "8bit"
     execute(cfg, tmp_path)
     metrics = read_metrics(tmp_path / "metrics.jsonl")

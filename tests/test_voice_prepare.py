@@ -5,8 +5,8 @@ import math
 
 import pytest
 
+from mindprint.analysis.style import DeltaBasis, words
 from mindprint.voice.prepare import PrepareError, passages, prepare, read_documents, split_passage
-from mindprint.voice.style import DeltaBasis, words
 
 TEMPLATE = "Write about {topic}, going on from this opening:\n{opening}"
 
@@ -93,7 +93,7 @@ def test_writing_that_cannot_be_split_is_refused_in_one_line(tmp_path):
     with pytest.raises(PrepareError, match=r"expected a folder of \.txt/\.md files, or a \.jsonl/\.csv table"):
         read_documents(tmp_path / "notes.pdf")
     documents, _ = read_documents(folder(tmp_path / "texts"))
-    with pytest.raises(PrepareError, match="holds 1 document, and at least 2 are needed"):
+    with pytest.raises(PrepareError, match="holds 1 document, and at least 3 are needed"):
         run(documents[:1])
     with pytest.raises(PrepareError, match="every passage is shorter than voice.min_tokens=500"):
         run(documents, min_tokens=500, max_tokens=600)

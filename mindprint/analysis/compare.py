@@ -133,8 +133,6 @@ def report(runs: list[Run], sweeps: list[Path], out: Path, x: str = "episodes", 
     if failed:
         text += ["Failed runs (left out of the groups):", "",
                  *[f"- `{r.path.name}`: {r.failure}" for r in failed], ""]
-    plots = ["reward", "kl", "clipfrac", "reward_vs_kl"]
-    text += [f"![{stem}]({stem}.png)" for stem in plots] + [""]
     data = {
         "x": x, "budget": budget, "ci": method, "level": 0.95,
         "groups": [{"label": g.label, "n": g.n, "on_frontier": g.on_frontier,
@@ -146,7 +144,8 @@ def report(runs: list[Run], sweeps: list[Path], out: Path, x: str = "episodes", 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        plot(groups, x, budget, method, staging)
+        plots = plot(groups, x, budget, method, staging)
+        text += [f"![{f.stem}]({f.name})" for f in plots] + [""]
         (staging / "comparison.json").write_text(json.dumps(data, indent=1))
         (staging / "report.md").write_text("\n".join(text))
         for f in sorted(staging.iterdir()):  # the report last: it is there only when its plots are

@@ -49,7 +49,11 @@ def plot(groups: list[Group], x: str, budget: float, method: str, out: Path) -> 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     files = []
     band = "95% CI of the mean" if any(g.n > 1 for g in groups) else "one run per group"
-    for stem, key in CURVES.items():
+    # held-out curves the runs logged: eval/scores, and eval/style_delta and eval.scorers' judges where present, so a
+    # reward that rises while an independent measure does not shows beside it
+    held_out = sorted({k for g in groups for r in g.runs for m in r.history for k in m
+                       if k.startswith("eval/") and k != "eval/kl"})
+    for stem, key in {**CURVES, **{k.replace("/", "_"): k for k in held_out}}.items():
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for i, g in enumerate(groups):
             grid, ivs = group_curve(g, key, x, method)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import yaml
 
-from mindprint.records import FAILED, METRICS, RecordError, cut_short, flatten, read_metrics
+from mindprint.records import FAILED, METRICS, PIPELINE, RecordError, cut_short, flatten, read_metrics
 
 # Keys that do not change what a run learns: left out of a run's setting, so seeds (and reruns logged
 # elsewhere, or checkpointed more often) fall into one group. ppo.steps is a budget, not a setting, while the
@@ -86,12 +86,13 @@ def load_run(path: Path) -> Run:
     hydra_dir = path / ".hydra"
     config = flatten(read_yaml(hydra_dir / "config.yaml") or {}) if (hydra_dir / "config.yaml").exists() else None
     overrides = parse_overrides(read_yaml(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").exists() else {}
-    summary = _json(path / "summary.json") if (path / "summary.json").exists() else {}
+    trained = path / "ppo" if (path / PIPELINE).exists() else path  # a voice pipeline's run: its PPO stage
+    summary = _json(trained / "summary.json") if (trained / "summary.json").exists() else {}
     run = Run(path=path, name=summary.get("name") or _name(path, overrides), summary=summary, config=config,
               overrides=overrides)
     if (path / FAILED).exists():
         run.failure = (path / FAILED).read_text().strip()
-    metrics = path / METRICS
+    metrics = trained / METRICS
     if metrics.exists():
         try:  # a killed or still-running run is a member of a study: its complete lines are read
             run.metrics, run.cut_short = read_metrics(metrics), cut_short(metrics)
@@ -105,7 +106,7 @@ def load_run(path: Path) -> Run:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / METRICS).exists() or (path / FAILED).exists()
+    return (path / METRICS).exists() or (path / FAILED).exists() or (path / PIPELINE).exists()
 
 
 def discover(paths: list[Path]) -> tuple[list[Run], list[Path]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ def check_utf8(key: str, name: str, path: str) -> None:
 
 
 def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    ds = load_table("data.name", cfg.name, split)
+    ds = load_table("data.eval_name" if cfg.name == cfg.eval_name else "data.name", cfg.name, split)
     return ds.rename_column("text", cfg.prompt_field) if "text" in ds.column_names and cfg.name.endswith(".txt") else ds
 
 
@@ -124,8 +125,9 @@ def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedToke
 
 def load_prompts(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PromptSet:
     prompts, skipped = _to_prompts(_load_split(cfg, cfg.split), cfg, tokenizer)
-    if cfg.eval_split is not None:
-        held_out, skipped_eval = _to_prompts(_load_split(cfg, cfg.eval_split), cfg, tokenizer)
+    if cfg.eval_name is not None or cfg.eval_split is not None:
+        source = dataclasses.replace(cfg, name=cfg.eval_name or cfg.name)
+        held_out, skipped_eval = _to_prompts(_load_split(source, cfg.eval_split or "train"), source, tokenizer)
         skipped += skipped_eval
         held_out = held_out[: cfg.eval_size]
     else:

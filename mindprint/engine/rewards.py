@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import importlib
 import numbers
+import os
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from mindprint.config import ConfigError, RewardConfig
+from mindprint.analysis.style import StyleTarget
+from mindprint.config import ConfigError, EvalConfig, RewardConfig
+from mindprint.engine.models import load_tokenizer
 
 
 class Scorer(Protocol):
@@ -95,3 +99,30 @@ def build_scorer(cfg: RewardConfig, model, tokenizer) -> Scorer:
     if cfg.rule is not None:
         return RuleScorer(cfg.rule, load_rule(cfg.rule))
     return RewardModelScorer(model, tokenizer, cfg.batch_size, cfg.max_length)
+
+
+def build_judges(cfg: EvalConfig, device: torch.device) -> dict[str, Scorer]:
+    """eval.scorers as scorers: a rule ("module:function"), or a sequence classifier's hub name or directory."""
+    judges: dict[str, Scorer] = {}
+    for name, spec in cfg.scorers.items():
+        key = f"eval.scorers.{name}"
+        if ":" in spec and not os.path.exists(os.path.expanduser(spec)):
+            try:
+                judges[name] = RuleScorer(spec, load_rule(spec))
+            except ConfigError as err:
+                raise ConfigError(str(err).replace("reward.rule", key)) from None
+            continue
+        tokenizer = load_tokenizer(key, spec, padding_side="right")
+        model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(spec), num_labels=1).to(device)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        judges[name] = RewardModelScorer(model.eval(), tokenizer, batch_size=16, max_length=2048)
+    return judges
+
+
+def load_style(path: str) -> StyleTarget:
+    """eval.style: the author's style target, or a one-line ConfigError."""
+    try:
+        return StyleTarget.load(Path(path).expanduser())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"eval.style={path!r} could not be loaded (expected the data/style.json that "
+                          f"python -m mindprint.voice writes): {type(err).__name__}: {err}") from None

@@ -26,7 +26,7 @@ from mindprint.config import GROUP_BASELINES, ConfigError, RunConfig
 from mindprint.engine import checkpoint, distributed
 from mindprint.engine.data import Prompt, PromptSampler, PromptSet
 from mindprint.engine.models import Models
-from mindprint.engine.rewards import Scorer
+from mindprint.engine.rewards import Scorer, build_judges, load_style
 from mindprint.engine.rollout import Actor, Rollout, Timer, chunks
 from mindprint.engine.signals import Interrupted, StopSignals
 from mindprint.engine.tracking import Tracker
@@ -66,6 +66,8 @@ class Trainer:
         self.session_start = time.perf_counter()
         self.bad_streak = 0
         self.tracker = tracker
+        self.judges = build_judges(cfg.eval, self.device)  # eval.scorers: logged as eval/NAME
+        self.style = load_style(cfg.eval.style) if cfg.eval.style else None  # eval/style_delta
         self.history: list[dict] = []
 
     def elapsed_s(self) -> float:
@@ -145,7 +147,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], list[dict]]:
-        """Held-out prompts at ppo.eval_temperature: mean score, exact KL per sequence, and a few samples."""
+        """Held-out prompts at ppo.eval_temperature: mean score, exact KL per sequence, and a few samples; the extra
+        judges' mean scores (eval.scorers) and the generations' style distance to the author (eval.style)."""
         prompts = self.prompts.eval
         if not prompts:
             return {}, []
@@ -163,6 +166,11 @@ class Trainer:
             kls.append((kl * episodes.mask).sum(1))
             samples += [{"prompt": p.text, "response": t, "score": float(v)} for p, t, v in zip(chunk, texts, sc)]
         metrics = {"eval/scores": torch.cat(scores).mean().item(), "eval/kl": torch.cat(kls).mean().item()}
+        texts = [s["response"] for s in samples]
+        for name, judge in self.judges.items():
+            metrics[f"eval/{name}"] = judge([p.text for p in prompts], texts).mean().item()
+        if self.style is not None:
+            metrics["eval/style_delta"] = self.style.distance(texts)
         return metrics, samples[: self.p.num_sample_generations]
 
     def train(self, progress: bool = True) -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 from mindprint.assets import path as asset_path
@@ -51,20 +50,3 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[dict[str, str]]:
     rng = random.Random(seed)
     prompts = [json.loads(line)["prompt"] for line in Path(asset_path("demo_prompts.jsonl")).read_text().splitlines()]
     return [{"prompt": rng.choice(prompts), "chosen": voiced(rng), "rejected": generic(rng)} for _ in range(n)]
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    n = args[1] if len(args) > 1 else "1000"
-    if not args or not n.isdigit() or int(n) < 1:
-        what = f"N={n!r} is not allowed: expected an integer >= 1" if args else "OUT.jsonl is missing"
-        print(f"error: {what} (usage: python -m mindprint.voice OUT.jsonl [N=1000])", file=sys.stderr)
-        sys.exit(2)
-    out, n = Path(args[0]), int(n)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(p) + "\n" for p in synthetic_pairs(n)))
-    print(f"{n} voice preference pairs written to {out}")
-
-
-if __name__ == "__main__":
-    main()

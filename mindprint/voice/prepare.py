@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from mindprint.config import ConfigError
+
 TEXT_SUFFIXES = (".txt", ".md")
 TABLE_SUFFIXES = (".jsonl", ".csv")
 PARAGRAPH = re.compile(r"\n\s*\n")
 SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]’”]*\s+")
 
 
-class PrepareError(ValueError):
+class PrepareError(ConfigError):
     """Writing that cannot become training data (an empty folder, too few documents, ...): one line, exit 2."""
 
 
@@ -180,12 +182,13 @@ def prepare(documents: list[Document], count: Callable[[str], int], *, min_token
             opening_tokens: int, heldout_fraction: float, template: str, seed: int,
             skipped_files: Optional[list[str]] = None) -> Prepared:
     """Hold out whole documents, then cut every document into examples."""
-    if len(documents) < 2:
-        raise PrepareError(f"texts is not allowed: it holds {len(documents)} document, and at least 2 are needed (one "
-                           "to train on, one held out for evaluation)")
+    if len(documents) < 3:
+        raise PrepareError(f"texts is not allowed: it holds {len(documents)} document{'s' * (len(documents) != 1)}, and "
+                           "at least 3 are needed (2 to train on, whose spread Burrows' Delta standardises by, and 1 "
+                           "held out for evaluation)")
     order = list(range(len(documents)))
     random.Random(seed).shuffle(order)
-    n_held = min(max(1, round(heldout_fraction * len(documents))), len(documents) - 1)
+    n_held = min(max(1, round(heldout_fraction * len(documents))), len(documents) - 2)
     held = set(order[:n_held])
     train, heldout, short = [], [], 0
     for i, doc in enumerate(documents):

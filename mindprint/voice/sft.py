@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -20,20 +19,11 @@ import datasets
 import peft
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
 
+from mindprint.config import SFTConfig
 from mindprint.voice.prepare import Example
-
-
-@dataclass(frozen=True)
-class SFTSettings:
-    epochs: float = 1.0
-    batch_size: int = 8
-    learning_rate: float = 2e-4
-    max_length: int = 512
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def as_dataset(examples: Sequence[Example]) -> datasets.Dataset:
@@ -41,7 +31,7 @@ def as_dataset(examples: Sequence[Example]) -> datasets.Dataset:
                                        "completion": [e.completion for e in examples]})
 
 
-def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTSettings,
+def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTConfig,
                 work_dir: Path, seed: int, device: torch.device, report_to: str = "none") -> SFTTrainer:
     """TRL's SFTTrainer on the examples, the base model wrapped in a fresh LoRA."""
     model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(model_name))
@@ -49,7 +39,7 @@ def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: S
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     lora = peft.LoraConfig(task_type="CAUSAL_LM", r=settings.lora_rank, lora_alpha=settings.lora_alpha,
                            target_modules=list(settings.lora_targets), lora_dropout=0.0)
-    args = SFTConfig(
+    args = TRLSFTConfig(
         output_dir=str(work_dir), completion_only_loss=True, max_length=settings.max_length,
         num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, logging_steps=10, save_strategy="no", report_to=report_to,
@@ -60,7 +50,7 @@ def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: S
                       peft_config=lora)
 
 
-def train_sft(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTSettings,
+def train_sft(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTConfig,
               out_dir: Path, seed: int, device: torch.device, report_to: str = "none") -> Path:
     """Train, merge the LoRA, save model and tokenizer to `out_dir` (written aside and renamed: whole or absent).
     An existing `out_dir` is a finished stage: ValueError, never written over."""

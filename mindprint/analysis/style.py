@@ -13,10 +13,12 @@ letters, an inner apostrophe kept (don't, author's).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
@@ -65,3 +67,26 @@ class DeltaBasis:
             raise ValueError("Burrows' Delta has no word to compare: every frequent word has the same rate in every "
                              "training document")
         return sum(abs(x - y) for x, y in zip(self.z(a), self.z(b))) / len(self.words)
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """An author's style as a run's evaluation reads it (`eval.style`): the Delta basis fitted on their training
+    documents and their held-out text, which a model's generations are compared with as one text."""
+
+    basis: DeltaBasis
+    text: str
+
+    def distance(self, generations: Sequence[str]) -> float:
+        """Burrows' Delta between the generations (joined) and the author's held-out text."""
+        return self.basis.delta("\n\n".join(generations), self.text)
+
+    def save(self, path: Path) -> None:
+        basis = {"words": list(self.basis.words), "mean": list(self.basis.mean), "std": list(self.basis.std)}
+        path.write_text(json.dumps({"basis": basis, "text": self.text}, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> StyleTarget:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        b = data["basis"]
+        return cls(DeltaBasis(tuple(b["words"]), tuple(b["mean"]), tuple(b["std"])), data["text"])

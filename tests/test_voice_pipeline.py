@@ -1,0 +1,183 @@
+"""`python -m mindprint.voice texts=DIR`: the pipeline as a user runs it, on real writing (Python's own documentation)
+and tiny models: every stage, the report, resuming after a stage was removed, eval/style_delta and eval.scorers in any
+run, and bad input as one line."""
+
+import json
+import os
+
+import pytest
+from conftest import run_cli, small_trainer
+
+from mindprint.analysis.style import DeltaBasis, StyleTarget
+from mindprint.synthetic.pydoc_texts import text
+
+PARTS = {"statements": ["assert", "break", "continue", "del", "global", "pass"],
+         "expressions": ["bitwise", "conversions", "lambda", "lists", "shifting", "unary"]}
+TINY = ["model=tiny", "device=cpu", "voice.min_tokens=64", "voice.max_tokens=160", "voice.opening_tokens=24",
+        "voice.heldout_fraction=0.25", "voice.sft.batch_size=8", "voice.sft.learning_rate=1e-3",
+        "voice.reward_training.batch_size=8", "voice.reward_training.learning_rate=1e-3",
+        "voice.reward_training.max_length=512", "ppo.batch_size=8", "ppo.mini_batch_size=4", "ppo.micro_batch_size=4",
+        "ppo.rollout_batch_size=16", "ppo.response_length=16", "ppo.steps_per_topic=2", "ppo.eval_every=2",
+        "ppo.learning_rate=1e-3", "data.eval_size=4", "checkpoint.every=0"]
+REPORT_KEYS = ["documents.train", "documents.heldout", "passages.train", "passages.heldout",
+               "sft.heldout_perplexity.base", "sft.heldout_perplexity.sft", "reward_model.heldout_accuracy",
+               *[f"models.{m}.{k}" for m in ("base", "sft", "ppo") for k in ("reward", "style_delta")],
+               "models.sft.kl", "models.ppo.kl", "author_floor.style_delta",
+               *[f"seconds.{s}" for s in ("prepare", "sft", "pairs", "reward", "ppo", "evaluate")]]
+
+
+def writing(root):
+    for part, topics in PARTS.items():
+        (root / part).mkdir(parents=True)
+        for topic in topics:
+            (root / part / f"{topic}.txt").write_text(text(topic), encoding="utf-8")
+    return root
+
+
+def lookup(data: dict, dotted: str):
+    for key in dotted.split("."):
+        data = data[key]
+    return data
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def stamps(run):
+    return {d: (run / d / "stage.json").stat().st_mtime_ns for d in ("data", "sft", "pairs", "reward", "ppo", "eval")}
+
+
+@pytest.mark.slow
+def test_the_pipeline_end_to_end_then_resumed_after_a_stage_was_removed(tmp_path, tiny):
+    texts, run = writing(tmp_path / "texts"), tmp_path / "run"
+    proc = run_cli(f"texts={texts}", f"hydra.run.dir={run}", *TINY, module="mindprint.voice")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    for key in REPORT_KEYS:
+        assert isinstance(lookup(report, key), (int, float)), key
+    assert report["documents"] == {"train": 9, "heldout": 3}  # round(0.25 × 12)
+    assert report["sft"]["heldout_perplexity"]["sft"] < report["sft"]["heldout_perplexity"]["base"]
+    md = (run / "report.md").read_text()
+    assert "| author (held-out text) |" in md and "## Samples" in md
+
+    # no held-out passage reaches SFT, the pairs (so the reward model's training) or the PPO prompts
+    train, heldout = jsonl(run / "data/train.jsonl"), jsonl(run / "data/heldout.jsonl")
+    held_documents = {e["document"] for e in heldout}
+    assert held_documents and not held_documents & {e["document"] for e in train}
+    pairs = jsonl(run / "pairs/train.jsonl")
+    trained_on = json.dumps(train) + json.dumps(pairs)
+    for e in heldout:
+        assert e["completion"] not in trained_on and e["prompt"] not in trained_on
+    assert [p["chosen"] for p in pairs] == [e["completion"] for e in train]
+    assert {json.loads(line)["prompt"] for line in (run / "ppo/samples.jsonl").read_text().splitlines()} <= \
+        {e["prompt"] for e in heldout}  # PPO evaluates on held-out prompts, and trains on data/train.jsonl's
+    metrics = jsonl(run / "ppo/metrics.jsonl")
+    assert len(metrics) == 4 and all("eval/style_delta" in m for m in metrics[1::2])  # 2 topics × 2 iterations
+    generations = jsonl(run / "eval/generations.jsonl")
+    assert [g["author"] for g in generations] == [e["completion"] for e in heldout]
+    target = StyleTarget.load(run / "data/style.json")
+    assert report["models"]["sft"]["style_delta"] == pytest.approx(target.distance([g["sft"] for g in generations]))
+
+    before = stamps(run)
+    os.rename(run / "reward", tmp_path / "reward-aside")
+    proc = run_cli(f"texts={texts}", f"hydra.run.dir={run}", *TINY, module="mindprint.voice")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = stamps(run)
+    assert [d for d in after if after[d] == before[d]] == ["data", "sft", "pairs"]  # the rest ran again
+    assert "voice: sft finished earlier" in proc.stdout
+
+    proc = run_cli(f"texts={texts}", f"hydra.run.dir={run}", *TINY, "voice.min_tokens=70", module="mindprint.voice")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: hydra.run.dir='{run}' is not allowed: its pipeline was started with a different config "
+        "(voice.min_tokens: 64 → 70); choose another directory"]
+
+
+def bad_folder(kind, root):
+    if kind == "empty":
+        root.mkdir(parents=True)
+    elif kind == "binary":
+        root.mkdir(parents=True)
+        (root / "a.txt").write_bytes(b"\xff\xfe\x00\x01binary")
+        (root / "b.md").write_bytes("café".encode("latin-1"))
+    elif kind == "one document":
+        root.mkdir(parents=True)
+        (root / "a.txt").write_text(text("assert"))
+    elif kind == "short":
+        writing(root)
+    elif kind == "pdf":
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root = root.with_suffix(".pdf")
+        root.write_bytes(b"%PDF-1.4")
+    return root
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "is not allowed: it holds no .txt, .md, .jsonl or .csv file with text"),
+    ("binary", "is not allowed: it holds only files that are not UTF-8 text (a.txt, b.md)"),
+    ("one document", "texts is not allowed: it holds 1 document, and at least 3 are needed"),
+    ("short", "texts is not allowed: every passage is shorter than voice.min_tokens=5000 tokens"),
+    ("pdf", "is not allowed: expected a folder of .txt/.md files, or a .jsonl/.csv table with a 'text' column"),
+])
+def test_bad_writing_is_one_line_exit_2_and_leaves_nothing(tmp_path, tiny, kind, message):
+    texts, run = bad_folder(kind, tmp_path / "in" / "texts"), tmp_path / "out" / "run"
+    size = ["voice.min_tokens=5000", "voice.max_tokens=6000"] if kind == "short" else []
+    proc = run_cli(f"texts={texts}", f"hydra.run.dir={run}", *TINY, *size, module="mindprint.voice", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+        proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()  # nothing half-written, not even the run directory
+
+
+@pytest.mark.parametrize("override, message", [
+    ("voice.template='no opening here'", "voice.template='no opening here' is not allowed: expected a text with"),
+    ("voice.stages=[prepare,polish]", "voice.stages='polish' is not allowed: expected a non-empty list of prepare"),
+    ("voice.rejected_from=author", "voice.rejected_from='author' is not allowed: expected base or sft"),
+    ("voice.opening_tokens=80", "voice.opening_tokens=80 is not allowed: expected an integer < voice.min_tokens=64"),
+])
+def test_bad_voice_settings_are_one_line(tmp_path, override, message):
+    proc = run_cli(f"texts={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "voice.min_tokens=64", override,
+                   module="mindprint.voice")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), proc.stderr[-2000:]
+
+
+def test_texts_is_required(tmp_path):
+    proc = run_cli(f"hydra.run.dir={tmp_path / 'run'}", module="mindprint.voice")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: texts=None is not allowed: expected a folder of your writing: texts=~/my_writing"]
+
+
+def test_a_stage_whose_input_is_missing_is_refused(tmp_path, tiny):
+    proc = run_cli(f"texts={writing(tmp_path / 'texts')}", f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+                   "voice.stages=[pairs]", module="mindprint.voice")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: voice.stages=['pairs'] is not allowed: the pairs stage needs the prepare stage finished in "
+        f"{tmp_path / 'run' / 'data'}; add prepare to voice.stages"]
+
+
+def test_any_run_logs_style_delta_and_extra_judges_at_each_evaluation(tmp_path, tiny):
+    """eval.style and eval.scorers on an ordinary run: eval/style_delta is Delta(generations, the author's text),
+    eval/vowels the rule's mean on the same generations."""
+    from mindprint.synthetic.rules import vowel_share
+
+    author = [text(t) for t in ("assert", "break", "continue", "del")]
+    target = StyleTarget(DeltaBasis.fit(author[:3], 30), author[3])
+    target.save(tmp_path / "style.json")
+    trainer = small_trainer(tmp_path / "run", f"eval.style={tmp_path / 'style.json'}",
+                            "+eval.scorers.vowels=mindprint.synthetic.rules:vowel_share", "ppo.num_sample_generations=99")
+    metrics, samples = trainer.evaluate()
+    responses = [s["response"] for s in samples]
+    assert len(responses) == len(trainer.prompts.eval) > 1
+    assert metrics["eval/style_delta"] == pytest.approx(target.distance(responses))
+    assert metrics["eval/vowels"] == pytest.approx(sum(vowel_share([], responses)) / len(responses), rel=1e-5)
+    assert StyleTarget.load(tmp_path / "style.json") == target
+
+
+def test_a_judge_named_like_a_metric_is_refused():
+    from mindprint.cli import compose
+    from mindprint.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"eval.scorers.kl='m:f' is not allowed: expected a name of letters"):
+        compose(["+experiment=smoke", "+eval.scorers.kl=m:f"])
