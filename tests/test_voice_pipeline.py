@@ -4,6 +4,10 @@ run, and bad input as one line."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import run_cli, small_trainer
@@ -91,6 +95,32 @@ def test_the_pipeline_end_to_end_then_resumed_after_a_stage_was_removed(tmp_path
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: hydra.run.dir='{run}' is not allowed: its pipeline was started with a different config "
         "(voice.min_tokens: 64 → 70); choose another directory"]
+
+
+@pytest.mark.slow
+def test_a_pipeline_stopped_during_ppo_continues_from_its_checkpoint(tmp_path, tiny):
+    """SIGTERM (a SLURM preemption) in the PPO stage: a checkpoint, exit 143 with the command that resumes; that
+    command skips the finished stages and continues PPO where it stopped, each iteration logged once."""
+    args = [f"texts={writing(tmp_path / 'texts')}", f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+            "ppo.steps_per_topic=30"]
+    metrics = tmp_path / "run" / "ppo" / "metrics.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "mindprint.voice", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Resume with:" in err and f"hydra.run.dir={tmp_path / 'run'}" in err
+    assert not (metrics.parent / "stage.json").exists() and (metrics.parent / "checkpoints").is_dir()
+    stopped_at = len(jsonl(metrics))
+    assert 3 <= stopped_at < 60
+    proc = run_cli(*args, module="mindprint.voice")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "voice: reward finished earlier" in proc.stdout and "60 iterations (30 per topic), resumed" in proc.stdout
+    assert [m["iteration"] for m in jsonl(metrics)] == list(range(1, 61))
 
 
 def bad_folder(kind, root):

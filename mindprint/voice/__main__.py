@@ -6,6 +6,7 @@ in about a second, as for `python -m mindprint.run`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,8 +26,16 @@ def hydra_main(cfg: DictConfig) -> None:
         from mindprint.console import hide_progress_bars
         from mindprint.voice.pipeline import Pipeline  # the engine: seconds to import, so only for a valid config
 
+        from mindprint.engine.signals import Interrupted
+
         hide_progress_bars()
-        Pipeline(voice_cfg, run_dir).run()
+        try:
+            Pipeline(voice_cfg, run_dir).run()
+        except Interrupted as stop:  # in the PPO stage, which saved a checkpoint: the same command continues it
+            overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
+            print(f"interrupted by {stop}. Resume with:\n  python -m mindprint.voice {' '.join(overrides)} "
+                  f"hydra.run.dir={run_dir}", file=sys.stderr)
+            sys.exit(128 + stop.signum)
 
 
 def main() -> None:

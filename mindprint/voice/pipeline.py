@@ -115,13 +115,21 @@ class Pipeline:
                 raise ConfigError(f"voice.stages={list(self.v.stages)} is not allowed: the {stage} stage needs the "
                                   f"{earlier} stage finished in {self.folder(earlier)}; add {earlier} to voice.stages")
 
+    def resumable(self, stage: str) -> bool:
+        """An interrupted PPO stage continues from its newest checkpoint (what came before it is unchanged: a stage
+        that runs again removes every later one's folder first)."""
+        from mindprint.engine import checkpoint
+
+        return stage == "ppo" and checkpoint.latest(self.folder(stage)) is not None
+
     def run_stage(self, stage: str, body: Callable[[Path], dict]) -> None:
         index = config.VOICE_STAGES.index(stage)
-        for later in config.VOICE_STAGES[index:]:  # this one's leftovers, and what was made from the old outputs
+        keep = self.resumable(stage)
+        for later in config.VOICE_STAGES[index + keep:]:  # this one's leftovers, what was made from its old outputs
             if later in FOLDERS:
                 shutil.rmtree(self.folder(later), ignore_errors=True)
         out = self.folder(stage)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=keep)
         print(f"voice: {stage} → {out}", flush=True)
         start = time.perf_counter()
         try:
@@ -269,14 +277,14 @@ class Pipeline:
         ppo = dataclasses.replace(self.cfg.ppo, steps=self.cfg.ppo.steps_per_topic * topics * self.v.topic_passes)
         logger = dataclasses.replace(self.cfg.logger, group=self.group, name=f"{self.group}/ppo", job_type="ppo")
         return config.RunConfig(**{**run, "model": dataclasses.replace(self.cfg.model, name=self.sft_model()),
-                                   "ppo": ppo, "logger": logger, "resume": False, "dry_run": False})
+                                   "ppo": ppo, "logger": logger, "dry_run": False})
 
     def stage_ppo(self, out: Path) -> dict:
         from mindprint.engine.job import execute
 
-        cfg = self.ppo_config()
+        cfg = dataclasses.replace(self.ppo_config(), resume=self.resumable("ppo"))
         print(f"voice: {cfg.algo.name} from the SFT model, {cfg.ppo.steps} iterations "
-              f"({cfg.ppo.steps_per_topic} per topic)")
+              f"({cfg.ppo.steps_per_topic} per topic){', resumed' if cfg.resume else ''}")
         summary = execute(cfg, out, self.group, f"{self.group}/ppo")
         return {"iterations": cfg.ppo.steps, "algo": cfg.algo.name,
                 **{k: summary[k] for k in ("episodes", "eps") if k in summary}}
