@@ -10,7 +10,7 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -389,12 +389,20 @@ class RewardTrainingConfig:
     max_length: int = 1024
     lora_rank: int = 0  # 0: train the whole classifier; r > 0: a rank-r LoRA (merged into the saved model)
     center_rewards_coefficient: Optional[float] = None
+    KEY: ClassVar[str] = "training"  # where the keys live, for messages: voice.reward_training in the voice pipeline
 
     def __post_init__(self) -> None:
-        _require(self.epochs > 0, "training.epochs", self.epochs, "a number > 0")
-        _require(self.batch_size >= 1, "training.batch_size", self.batch_size, "an integer >= 1")
-        _require(self.learning_rate > 0, "training.learning_rate", self.learning_rate, "a number > 0")
-        _require(self.lora_rank >= 0, "training.lora_rank", self.lora_rank, "an integer >= 0 (0 = full training)")
+        _require(self.epochs > 0, f"{self.KEY}.epochs", self.epochs, "a number > 0")
+        _require(self.batch_size >= 1, f"{self.KEY}.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.learning_rate > 0, f"{self.KEY}.learning_rate", self.learning_rate, "a number > 0")
+        _require(self.lora_rank >= 0, f"{self.KEY}.lora_rank", self.lora_rank, "an integer >= 0 (0 = full training)")
+
+
+@dataclass
+class VoiceRewardTrainingConfig(RewardTrainingConfig):
+    """The voice pipeline's reward stage: `voice.reward_training`, the keys of mindprint.train_reward's `training`."""
+
+    KEY: ClassVar[str] = "voice.reward_training"
 
 
 @dataclass
@@ -458,7 +466,7 @@ class VoiceConfig:
     reward_base: Optional[str] = None  # the reward model's base (a sequence classifier from it); None: model.name
     stages: list[str] = field(default_factory=lambda: list(VOICE_STAGES))  # a subset runs those (finished inputs)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    reward_training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
+    reward_training: VoiceRewardTrainingConfig = field(default_factory=VoiceRewardTrainingConfig)
 
     def __post_init__(self) -> None:
         pos = "an integer >= 1"

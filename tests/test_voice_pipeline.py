@@ -164,6 +164,7 @@ def test_bad_writing_is_one_line_exit_2_and_leaves_nothing(tmp_path, tiny, kind,
     ("voice.stages=[prepare,polish]", "voice.stages='polish' is not allowed: expected a non-empty list of prepare"),
     ("voice.rejected_from=author", "voice.rejected_from='author' is not allowed: expected base or sft"),
     ("voice.opening_tokens=80", "voice.opening_tokens=80 is not allowed: expected an integer < voice.min_tokens=64"),
+    ("voice.reward_training.epochs=0", "voice.reward_training.epochs=0.0 is not allowed: expected a number > 0"),
 ])
 def test_bad_voice_settings_are_one_line(tmp_path, override, message):
     proc = run_cli(f"texts={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "voice.min_tokens=64", override,
