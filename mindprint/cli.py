@@ -6,6 +6,7 @@ imports torch and the model libraries, so a mistake is answered in about a secon
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -38,10 +39,21 @@ def tiny_path(kind: str) -> str:
     return ensure_tiny(kind)
 
 
+def job_dirname(overrides: str, limit: int = 160) -> str:
+    """A sweep job's directory name from its overrides (`${dirname:...}`): as they are up to `limit` characters; past
+    it, cut with a digest of the whole, so a job with many overrides stays under the file system's 255 bytes and
+    apart from its siblings."""
+    if len(overrides.encode()) <= limit:
+        return overrides
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
+    return overrides.encode()[: limit - 11].decode(errors="ignore") + "-" + digest
+
+
 def register() -> None:
-    """The config schemas with Hydra, and the resolvers the config files use (`${asset:NAME}`, `${tiny:KIND}`)."""
+    """The config schemas with Hydra, and the resolvers the config files use (`${asset:NAME}`, `${tiny:KIND}`,
+    `${dirname:OVERRIDES}`)."""
     config.store_schemas()
-    for resolver, fn in (("asset", asset_path), ("tiny", tiny_path)):
+    for resolver, fn in (("asset", asset_path), ("tiny", tiny_path), ("dirname", job_dirname)):
         if not OmegaConf.has_resolver(resolver):
             OmegaConf.register_new_resolver(resolver, fn)
 

@@ -119,3 +119,13 @@ def test_optuna_experiment_declares_its_search():
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
     assert cfg.hydra.sweeper.params["ppo.learning_rate"] == "tag(log, interval(1e-4, 1e-2))"
     assert cfg.objective.name == "held_out_reward"
+
+
+def test_a_sweep_job_with_many_overrides_gets_a_short_distinct_directory_name():
+    from mindprint.cli import job_dirname
+
+    assert job_dirname("lora.rank=8,seed=1") == "lora.rank=8,seed=1"
+    many = ",".join(f"voice.key_{i}=value_{i}" for i in range(20))  # ~400 characters: over the 255-byte limit
+    a, b = job_dirname(many + ",lora.rank=1"), job_dirname(many + ",lora.rank=2")
+    assert len(a.encode()) <= 160 and len(b.encode()) <= 160 and a != b
+    assert a.startswith("voice.key_0=value_0,") and a == job_dirname(many + ",lora.rank=1")

@@ -191,18 +191,27 @@ def test_a_stage_whose_input_is_missing_is_refused(tmp_path, tiny):
 def test_any_run_logs_style_delta_and_extra_judges_at_each_evaluation(tmp_path, tiny):
     """eval.style and eval.scorers on an ordinary run: eval/style_delta is Delta(generations, the author's text),
     eval/vowels the rule's mean on the same generations."""
+    from transformers import AutoModelForSequenceClassification
+
+    from mindprint.engine.models import load_tokenizer
+    from mindprint.engine.rewards import RewardModelScorer
     from mindprint.synthetic.rules import vowel_share
 
     author = [text(t) for t in ("assert", "break", "continue", "del")]
     target = StyleTarget(DeltaBasis.fit(author[:3], 30), author[3])
     target.save(tmp_path / "style.json")
     trainer = small_trainer(tmp_path / "run", f"eval.style={tmp_path / 'style.json'}",
-                            "+eval.scorers.vowels=mindprint.synthetic.rules:vowel_share", "ppo.num_sample_generations=99")
+                            "+eval.scorers.vowels=mindprint.synthetic.rules:vowel_share",
+                            f"+eval.scorers.gold={tiny['classifier']}", "ppo.num_sample_generations=99")
     metrics, samples = trainer.evaluate()
-    responses = [s["response"] for s in samples]
+    responses, prompts = [s["response"] for s in samples], [s["prompt"] for s in samples]
     assert len(responses) == len(trainer.prompts.eval) > 1
     assert metrics["eval/style_delta"] == pytest.approx(target.distance(responses))
     assert metrics["eval/vowels"] == pytest.approx(sum(vowel_share([], responses)) / len(responses), rel=1e-5)
+    gold = RewardModelScorer(AutoModelForSequenceClassification.from_pretrained(tiny["classifier"]).eval(),
+                             load_tokenizer("gold", tiny["classifier"], padding_side="right"), 4, 2048)
+    assert metrics["eval/gold"] == pytest.approx(gold(prompts, responses).mean().item(), rel=1e-5)
+    assert metrics["eval/gold"] != pytest.approx(metrics["eval/scores"])  # another judge than the run's reward
     assert StyleTarget.load(tmp_path / "style.json") == target
 
 
