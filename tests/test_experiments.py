@@ -37,7 +37,8 @@ def test_experiment_composes_and_dry_runs(name, tiny, tmp_path, capsys):
 @pytest.mark.parametrize("name", sorted(PIPELINE))
 def test_pipeline_experiment_composes(name, tmp_path):
     paths = {"data.name": "train.jsonl", "data.eval_name": "heldout.jsonl", "reward.path": "reward",
-             "eval.style": "style.json"}  # the run directory's files, which Hydra's runtime names in a real run
+             "eval.style": "style.json",  # the run directory's files, which Hydra's runtime names in a real run
+             "model.name": "writer"}  # the demo's writer is built on first use: tests/test_writer.py builds it
     cfg = compose([f"+experiment={name}", f"texts={tmp_path}", *(f"{k}={tmp_path / v}" for k, v in paths.items())],
                   config_name="voice_pipeline")
     assert cfg.texts == str(tmp_path) and cfg.lora.rank == 1 and cfg.ppo.eval_temperature == cfg.ppo.temperature
