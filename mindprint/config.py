@@ -266,6 +266,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.eval_size >= 0, "data.eval_size", self.eval_size, "an integer >= 0")
         _require(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "an integer >= 1")
+        _require(self.eval_name != self.name, "data.eval_name", self.eval_name,
+                 "another file than data.name (held-out prompts are not the training prompts)")
 
 
 @dataclass
@@ -439,6 +441,8 @@ class SFTConfig:
         for key in ("batch_size", "max_length", "lora_rank"):
             _require(getattr(self, key) >= 1, f"voice.sft.{key}", getattr(self, key), "an integer >= 1")
         _require(self.learning_rate > 0, "voice.sft.learning_rate", self.learning_rate, "a number > 0")
+        _require(self.lora_alpha > 0, "voice.sft.lora_alpha", self.lora_alpha, "a number > 0")
+        _require(len(self.lora_targets) > 0, "voice.sft.lora_targets", self.lora_targets, "a non-empty list")
 
 
 VOICE_STAGES = ("prepare", "sft", "pairs", "reward", "ppo", "evaluate", "report")
@@ -480,7 +484,7 @@ class VoiceConfig:
         _require(self.rejected_from in ("base", "sft"), "voice.rejected_from", self.rejected_from, "base or sft")
         try:
             formatted = self.template.format(topic="\0", opening="\1")
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, AttributeError):  # {x}, {0}, {, {topic.x}
             formatted = ""
         _require("\1" in formatted, "voice.template", self.template,
                  "a text with {opening} (and optionally {topic}) and no other {field}")
@@ -499,6 +503,10 @@ class VoiceRunConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(bool(self.texts), "texts", self.texts, "a folder of your writing: texts=~/my_writing")
+        _require(not self.dry_run, "dry_run", self.dry_run, "false for the voice pipeline (dry_run=true is "
+                 "python -m mindprint.run's: it builds a run's models and stops)")
+        _require(not self.resume, "resume", self.resume, "false for the voice pipeline: it continues by itself when "
+                 "started again in its directory (hydra.run.dir=RUN_DIR)")
 
 
 def store_schemas() -> None:

@@ -165,6 +165,9 @@ def test_bad_writing_is_one_line_exit_2_and_leaves_nothing(tmp_path, tiny, kind,
     ("voice.rejected_from=author", "voice.rejected_from='author' is not allowed: expected base or sft"),
     ("voice.opening_tokens=80", "voice.opening_tokens=80 is not allowed: expected an integer < voice.min_tokens=64"),
     ("voice.reward_training.epochs=0", "voice.reward_training.epochs=0.0 is not allowed: expected a number > 0"),
+    ("voice.template='{topic.name} {opening}'", "voice.template='{topic.name} {opening}' is not allowed"),
+    ("dry_run=true", "dry_run=True is not allowed: expected false for the voice pipeline"),
+    ("resume=true", "resume=True is not allowed: expected false for the voice pipeline"),
 ])
 def test_bad_voice_settings_are_one_line(tmp_path, override, message):
     proc = run_cli(f"texts={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "voice.min_tokens=64", override,
@@ -180,12 +183,44 @@ def test_texts_is_required(tmp_path):
         "error: texts=None is not allowed: expected a folder of your writing: texts=~/my_writing"]
 
 
-def test_a_stage_whose_input_is_missing_is_refused(tmp_path, tiny):
+def test_a_stage_whose_input_is_missing_is_refused_before_anything_runs(tmp_path, tiny):
     proc = run_cli(f"texts={writing(tmp_path / 'texts')}", f"hydra.run.dir={tmp_path / 'run'}", *TINY,
-                   "voice.stages=[pairs]", module="mindprint.voice")
+                   "voice.stages=[prepare,ppo]", module="mindprint.voice")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: voice.stages=['pairs'] is not allowed: the pairs stage needs the prepare stage finished in "
-        f"{tmp_path / 'run' / 'data'}; add prepare to voice.stages"]
+        "error: voice.stages=['prepare', 'ppo'] is not allowed: the ppo stage needs the sft stage finished in "
+        f"{tmp_path / 'run' / 'sft'}; add sft to voice.stages"]
+    assert not (tmp_path / "run").exists()  # prepare did not run first
+
+
+def test_a_failed_stage_leaves_nothing_but_a_checkpoint_to_resume_from(tmp_path):
+    """A user mistake inside a stage (a judge that raises, say) removes the stage's half-written folder, and the
+    report of the old outputs; a PPO stage that has a checkpoint keeps it, to continue from."""
+    from mindprint.config import ConfigError, VoiceRunConfig
+    from mindprint.voice.pipeline import Pipeline
+
+    pipeline = Pipeline(VoiceRunConfig(texts=str(tmp_path), device="cpu"), tmp_path / "run")
+    (tmp_path / "run" / "ppo" / "checkpoints" / "iter-000004").mkdir(parents=True)
+    (tmp_path / "run" / "report.md").write_text("old")
+
+    def mistake(out):
+        (out / "half.json").write_text("{")
+        raise ConfigError("eval.scorers.gold='x' is not allowed: ...")
+
+    for stage in ("ppo", "evaluate"):
+        with pytest.raises(ConfigError):
+            pipeline.run_stage(stage, mistake)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["ppo"]  # eval/ and report.md gone
+    assert (tmp_path / "run" / "ppo" / "checkpoints" / "iter-000004").is_dir()
+
+
+def test_a_sweep_records_a_failed_job_and_goes_on(tmp_path, tiny):
+    texts = writing(tmp_path / "texts")
+    proc = run_cli(f"texts={tmp_path / 'missing'},{texts}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY,
+                   "voice.stages=[prepare]", "-m", module="mindprint.voice")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "no such folder" in (jobs[0] / "FAILED").read_text()
+    assert (jobs[1] / "data" / "stage.json").exists()  # the second job ran after the first failed
 
 
 def test_any_run_logs_style_delta_and_extra_judges_at_each_evaluation(tmp_path, tiny):
@@ -221,3 +256,23 @@ def test_a_judge_named_like_a_metric_is_refused():
 
     with pytest.raises(ConfigError, match=r"eval.scorers.kl='m:f' is not allowed: expected a name of letters"):
         compose(["+experiment=smoke", "+eval.scorers.kl=m:f"])
+
+
+def test_held_out_prompts_from_another_file(tmp_path, tiny):
+    """data.eval_name: every training prompt stays in training, the held-out ones come from their own file (the
+    pipeline's data/heldout.jsonl), at most data.eval_size of them; the same file as data.name is refused."""
+    from mindprint.config import ConfigError, DataConfig
+    from mindprint.engine.data import load_prompts
+    from mindprint.engine.models import load_tokenizer
+
+    for name, prefix in (("train", "t"), ("heldout", "h")):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": f"{prefix}{i}", "topic": "x"}) + "\n"
+                                                        for i in range(5)))
+    tok = load_tokenizer("model.name", tiny["policy"], padding_side="left")
+    cfg = DataConfig(name=str(tmp_path / "train.jsonl"), eval_name=str(tmp_path / "heldout.jsonl"), eval_split=None,
+                     eval_size=3, topic_field="topic")
+    prompts = load_prompts(cfg, tok, seed=0)
+    assert [p.text for p in prompts.train] == [f"t{i}" for i in range(5)]
+    assert [p.text for p in prompts.eval] == ["h0", "h1", "h2"]
+    with pytest.raises(ConfigError, match="data.eval_name=.* is not allowed: expected another file than data.name"):
+        DataConfig(name=cfg.name, eval_name=cfg.name)

@@ -123,3 +123,19 @@ def test_burrows_delta_by_hand():
     assert basis.delta("the cat", "dog dog the a") == pytest.approx((math.sqrt(3) + 4) / 3)
     assert basis.delta("The cat, the dog!", "the cat the dog") == 0.0  # identical words: 0
     assert words("Don’t say it's 42 cats") == ["don't", "say", "it's", "cats"]
+
+
+def test_every_document_is_in_one_split_even_one_without_a_passage(tmp_path):
+    """Delta standardises by the spread between the training documents, all of them: a document too short for a
+    passage still counts (and at least 2 are always left to train on)."""
+    from mindprint.voice.prepare import Document
+
+    documents, _ = read_documents(folder(tmp_path / "texts"))
+    documents.append(Document("essays/short.md", "essays", "Too short to be a passage."))
+    data = run(documents)
+    train, held = data.documents["train"], data.documents["heldout"]
+    assert sorted(train + held) == sorted(d.name for d in documents) and not set(train) & set(held)
+    assert "essays/short.md" not in {e.document for e in data.train + data.heldout}
+    essays, _ = read_documents(folder(tmp_path / "essays", topics=("essays",), docs=5))
+    for n in range(3, 6):  # however large the held-out fraction, 2 documents are left to train on
+        assert len(run(essays[:n], heldout_fraction=0.9).documents["train"]) == 2

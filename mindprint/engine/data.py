@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,16 +87,21 @@ def check_utf8(key: str, name: str, path: str) -> None:
                           f"{line}, column {column}); save it as UTF-8") from None
 
 
-def _load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    ds = load_table("data.eval_name" if cfg.name == cfg.eval_name else "data.name", cfg.name, split)
-    return ds.rename_column("text", cfg.prompt_field) if "text" in ds.column_names and cfg.name.endswith(".txt") else ds
+def _load_split(cfg: DataConfig, split: str, key: str = "name") -> datasets.Dataset:
+    """data.name's split, or (key="eval_name") data.eval_name's."""
+    name = getattr(cfg, key)
+    ds = load_table(f"data.{key}", name, split)
+    return ds.rename_column("text", cfg.prompt_field) if "text" in ds.column_names and name.endswith(".txt") else ds
 
 
-def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Prompt], int]:
+def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase,
+                source: Optional[str] = None) -> tuple[list[Prompt], int]:
+    """(prompts, how many were skipped) of `ds`, read from `source` (default data.name)."""
+    source = source or cfg.name
     for key, column in (("data.prompt_field", cfg.prompt_field), ("data.topic_field", cfg.topic_field)):
         if column is not None and column not in ds.column_names:
             raise ConfigError(
-                f"{key}={column!r} is not allowed: not a column of {cfg.name} (columns: {', '.join(ds.column_names)})"
+                f"{key}={column!r} is not allowed: not a column of {source} (columns: {', '.join(ds.column_names)})"
             )
     prompts, skipped, not_text = [], 0, []
     for row in ds:
@@ -118,7 +122,7 @@ def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedToke
         topic = str(row[cfg.topic_field]) if cfg.topic_field else None
         prompts.append(Prompt(text=text, query=query, topic=topic))
     if not prompts and not_text:
-        raise ConfigError(f"data.prompt_field={cfg.prompt_field!r} is not allowed: its values in {cfg.name} are not text "
+        raise ConfigError(f"data.prompt_field={cfg.prompt_field!r} is not allowed: its values in {source} are not text "
                           f"({type(not_text[0]).__name__}, e.g. {not_text[0]!r}; {len(not_text)} of {len(ds)} rows)")
     return prompts, skipped
 
@@ -126,8 +130,9 @@ def _to_prompts(ds: datasets.Dataset, cfg: DataConfig, tokenizer: PreTrainedToke
 def load_prompts(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PromptSet:
     prompts, skipped = _to_prompts(_load_split(cfg, cfg.split), cfg, tokenizer)
     if cfg.eval_name is not None or cfg.eval_split is not None:
-        source = dataclasses.replace(cfg, name=cfg.eval_name or cfg.name)
-        held_out, skipped_eval = _to_prompts(_load_split(source, cfg.eval_split or "train"), source, tokenizer)
+        key = "name" if cfg.eval_name is None else "eval_name"
+        held_out, skipped_eval = _to_prompts(_load_split(cfg, cfg.eval_split or "train", key), cfg, tokenizer,
+                                             getattr(cfg, key))
         skipped += skipped_eval
         held_out = held_out[: cfg.eval_size]
     else:

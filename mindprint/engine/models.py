@@ -161,7 +161,8 @@ def sampling_config(max_new_tokens: int, temperature: float, stop_ids: list[int]
                             **extra)
 
 
-def _match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+def match_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Room in the embeddings for every id of the tokenizer (a pad that load_tokenizer added), and its pad id."""
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -211,7 +212,7 @@ def checkpoint_activations(model: nn.Module) -> None:
 def build_policy(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) -> peft.PeftModel:
     load_config("model.name", cfg.name)
     base = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
-    _match_vocab(base, tokenizer)
+    match_vocab(base, tokenizer)
     disable_dropout(base)
     own_generation_config(base, tokenizer)
     policy = apply_lora(base, lora, lora.rank, "CAUSAL_LM", "lora.target_modules")
@@ -226,7 +227,7 @@ def build_value(cfg: ModelConfig, lora: LoraConfig, tokenizer, device, dtype) ->
     # A causal-LM checkpoint loads its backbone here; the 1-label score head starts fresh.
     value = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(name), num_labels=1, dtype=dtype)
     value = value.to(device)
-    _match_vocab(value, tokenizer)
+    match_vocab(value, tokenizer)
     disable_dropout(value)
     if lora.value_rank > 0:
         value = apply_lora(value, lora, lora.value_rank, "SEQ_CLS", "lora.target_modules")
@@ -241,7 +242,7 @@ def build_reference(cfg: ModelConfig, policy: peft.PeftModel, tokenizer, device,
         return None
     ref = AutoModelForCausalLM.from_pretrained(os.path.expanduser(cfg.name), dtype=dtype).to(device)
     resized = len(tokenizer) > ref.get_input_embeddings().num_embeddings
-    _match_vocab(ref, tokenizer)
+    match_vocab(ref, tokenizer)
     if resized:  # rows added for a new pad token are random: take the policy's, so the copy is the initial policy
         base = policy.get_base_model()
         with torch.no_grad():
@@ -282,7 +283,7 @@ def build_reward(cfg: RewardConfig, device, dtype) -> tuple[PreTrainedModel, Pre
     model = AutoModelForSequenceClassification.from_pretrained(os.path.expanduser(cfg.name), **kwargs)
     if quant is None:
         model = model.to(device)
-    _match_vocab(model, tokenizer)
+    match_vocab(model, tokenizer)
     disable_dropout(model)
     return freeze(model), tokenizer
 

@@ -59,11 +59,12 @@ class RuleScorer:
     is a one-line ConfigError naming it. NaN is a number: that update is skipped, as for a reward model's NaN.
     """
 
-    def __init__(self, spec: str, fn: Callable[[Sequence[str], Sequence[str]], Sequence[float]]):
-        self.spec, self.fn = spec, fn
+    def __init__(self, spec: str, fn: Callable[[Sequence[str], Sequence[str]], Sequence[float]],
+                 key: str = "reward.rule"):
+        self.spec, self.fn, self.key = spec, fn, key
 
     def refuse(self, why: str) -> ConfigError:
-        return ConfigError(f"reward.rule={self.spec!r} is not allowed: {why}")
+        return ConfigError(f"{self.key}={self.spec!r} is not allowed: {why}")
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         try:
@@ -108,7 +109,7 @@ def build_judges(cfg: EvalConfig, device: torch.device) -> dict[str, Scorer]:
         key = f"eval.scorers.{name}"
         if ":" in spec and not os.path.exists(os.path.expanduser(spec)):
             try:
-                judges[name] = RuleScorer(spec, load_rule(spec))
+                judges[name] = RuleScorer(spec, load_rule(spec), key)
             except ConfigError as err:
                 raise ConfigError(str(err).replace("reward.rule", key)) from None
             continue

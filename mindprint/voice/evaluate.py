@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from mindprint.analysis.style import StyleTarget
 from mindprint.config import LoggerConfig, RunConfig
-from mindprint.engine.models import load_tokenizer
+from mindprint.engine.models import load_tokenizer, match_vocab
 from mindprint.engine.rewards import RewardModelScorer, build_judges
 from mindprint.voice.prepare import Example
 from mindprint.voice.sampling import decode, sample, sequence_kl
@@ -30,9 +30,14 @@ MODELS = ("base", "sft", "ppo")
 SAMPLE_ROWS = 5  # rows of the samples table in the report and in W&B
 
 
-def load_models(paths: dict[str, str], device: torch.device) -> dict[str, torch.nn.Module]:
+def load_models(paths: dict[str, str], tokenizer: PreTrainedTokenizerBase, device: torch.device
+                ) -> dict[str, torch.nn.Module]:
     """base and sft from their directories; ppo = the SFT model with the PPO stage's adapter merged in."""
-    load = lambda p: AutoModelForCausalLM.from_pretrained(os.path.expanduser(p)).to(device).eval()  # noqa: E731
+    def load(path: str) -> torch.nn.Module:
+        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(path)).to(device).eval()
+        match_vocab(model, tokenizer)  # a pad id that load_tokenizer added (the SFT model has its row already)
+        return model
+
     models = {"base": load(paths["base"]), "sft": load(paths["sft"])}
     models["ppo"] = PeftModel.from_pretrained(load(paths["sft"]), paths["ppo"]).merge_and_unload().eval()
     return models
@@ -46,7 +51,7 @@ def evaluate(cfg: RunConfig, paths: dict[str, str], heldout: list[Example], styl
              tokenizer: PreTrainedTokenizerBase, device: torch.device, out: Path) -> dict:
     p = cfg.ppo
     prompts = [e.prompt for e in heldout]
-    models = load_models(paths, device)
+    models = load_models(paths, tokenizer, device)
     ids = {name: sample(models[name], tokenizer, prompts, p.response_length, p.temperature, p.rollout_batch_size,
                         cfg.seed) for name in MODELS}
     texts = {name: decode(tokenizer, ids[name]) for name in MODELS}

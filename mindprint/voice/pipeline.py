@@ -31,15 +31,23 @@ from mindprint import config
 from mindprint.analysis.style import DeltaBasis, StyleTarget
 from mindprint.config import ConfigError, VoiceRunConfig
 from mindprint.engine.checkpoint import config_changes
-from mindprint.engine.models import load_tokenizer, pick_device
+from mindprint.engine.models import load_tokenizer, match_vocab, pick_device
 from mindprint.records import PIPELINE, jsonable
 from mindprint.voice import evaluate, report
 from mindprint.voice.prepare import Example, prepare, read_documents
 
 FOLDERS = {"prepare": "data", "sft": "sft", "pairs": "pairs", "reward": "reward", "ppo": "ppo", "evaluate": "eval"}
 DONE = "stage.json"
+REPORT = ("report.md", "report.json")
 # RUN_DIR/pipeline.json (records.PIPELINE) keeps the config the pipeline was started with: a later start must match
-FREE_KEYS = ("voice.stages", "logger.")  # what may differ between starts of one pipeline
+FREE_KEYS = ("voice.stages",)  # may differ between starts of one pipeline, beside what a resume may change (device...)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Written aside and renamed: whole or absent."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -97,6 +105,8 @@ class Pipeline:
         """Every stage of voice.stages in order: skipped if finished, else run (and what follows it made stale)."""
         self.check_record()
         stages = [s for s in config.VOICE_STAGES if s in self.v.stages]
+        for stage in stages:  # before anything runs: a subset whose inputs are missing is refused whole
+            self.require_inputs(stage, stages)
         ran = False
         for stage in [s for s in config.VOICE_STAGES if s != "report"]:
             if stage not in stages:
@@ -104,14 +114,13 @@ class Pipeline:
             if self.finished(stage) is not None and not ran:
                 print(f"voice: {stage} finished earlier ({self.folder(stage)}), skipped")
                 continue
-            self.require_inputs(stage)
             self.run_stage(stage, getattr(self, f"stage_{stage}"))
             ran = True
         return self.stage_report() if "report" in stages else {}
 
-    def require_inputs(self, stage: str) -> None:
+    def require_inputs(self, stage: str, running: list[str]) -> None:
         for earlier in config.VOICE_STAGES[: config.VOICE_STAGES.index(stage)]:
-            if self.finished(earlier) is None:
+            if earlier not in running and self.finished(earlier) is None:
                 raise ConfigError(f"voice.stages={list(self.v.stages)} is not allowed: the {stage} stage needs the "
                                   f"{earlier} stage finished in {self.folder(earlier)}; add {earlier} to voice.stages")
 
@@ -128,21 +137,22 @@ class Pipeline:
         for later in config.VOICE_STAGES[index + keep:]:  # this one's leftovers, what was made from its old outputs
             if later in FOLDERS:
                 shutil.rmtree(self.folder(later), ignore_errors=True)
+        for name in REPORT:  # a report of the old outputs: until it is written again, none
+            (self.root / name).unlink(missing_ok=True)
         out = self.folder(stage)
         out.mkdir(parents=True, exist_ok=keep)
         print(f"voice: {stage} → {out}", flush=True)
         start = time.perf_counter()
         try:
             result = body(out)
-        except ConfigError:  # a user mistake: nothing half-written is left
-            shutil.rmtree(out, ignore_errors=True)
+        except ConfigError:  # a user mistake: nothing half-written is left (but a checkpoint to resume from)
+            if not self.resumable(stage):
+                shutil.rmtree(out, ignore_errors=True)
             raise
         result["seconds"] = round(time.perf_counter() - start, 1)
-        tmp = out / f".{DONE}.tmp"
-        tmp.write_text(json.dumps(jsonable(result), indent=1))
-        os.replace(tmp, out / DONE)
+        write_json(out / DONE, jsonable(result))
         if not (self.root / PIPELINE).exists():
-            (self.root / PIPELINE).write_text(json.dumps(self.config_dict(), indent=1))
+            write_json(self.root / PIPELINE, self.config_dict())
 
     def wandb_env(self, job_type: str) -> dict[str, str]:
         """TRL's W&B callback (SFT and reward stages) reads the run's group, type and place from the environment."""
@@ -239,8 +249,9 @@ class Pipeline:
         from mindprint.voice.sampling import decode, sample
 
         name = self.cfg.model.name if self.v.rejected_from == "base" else self.sft_model()
-        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name)).to(self.device)
         tok, p = self.tokenizer, self.cfg.ppo
+        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name)).to(self.device)
+        match_vocab(model, tok)
         counts = {}
         for split in ("train", "heldout"):
             examples = self.examples(split)

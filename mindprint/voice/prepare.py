@@ -58,7 +58,7 @@ class Example:
 class Prepared:
     train: list[Example]
     heldout: list[Example]
-    documents: dict[str, list[str]]  # "train" / "heldout" → document names
+    documents: dict[str, list[str]]  # "train" / "heldout" → document names (those without a passage too)
     skipped_files: list[str]  # not UTF-8 (or binary): named in one warning line
     short_passages: int  # dropped for being under min_tokens
 
@@ -209,5 +209,7 @@ def prepare(documents: list[Document], count: Callable[[str], int], *, min_token
     if not heldout:
         raise PrepareError(f"texts is not allowed: the held-out documents ({n_held}) have no passage of "
                            f"voice.min_tokens={min_tokens} tokens or more")
-    names = {"train": sorted({e.document for e in train}), "heldout": sorted({e.document for e in heldout})}
+    # every document, with passages or not: the training ones (at least 2) are what Delta standardises by
+    names = {"train": sorted(d.name for i, d in enumerate(documents) if i not in held),
+             "heldout": sorted(d.name for i, d in enumerate(documents) if i in held)}
     return Prepared(train, heldout, names, list(skipped_files or []), short)

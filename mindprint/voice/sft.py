@@ -23,6 +23,7 @@ from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
 from mindprint.config import SFTConfig
+from mindprint.engine.models import lora_targets_error
 from mindprint.voice.prepare import Example
 
 
@@ -46,8 +47,13 @@ def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: S
         use_cpu=device.type == "cpu", bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), seed=seed,
         disable_tqdm=True,
     )
-    return SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples), processing_class=tokenizer,
-                      peft_config=lora)
+    try:
+        return SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples), processing_class=tokenizer,
+                          peft_config=lora)
+    except ValueError as err:
+        if "Target modules" in str(err):  # peft's words for a target the model lacks
+            raise lora_targets_error("voice.sft.lora_targets", settings.lora_targets, model) from None
+        raise
 
 
 def train_sft(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], settings: SFTConfig,
