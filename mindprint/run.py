@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -18,11 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mindprint import config
-from mindprint.analysis.sweep import is_multirun, run_identity, run_objective
-from mindprint.cli import cli, critic_key_warnings, fail, register, remove_if_untouched, run_directory, user_mistake
-from mindprint.engine.signals import Interrupted
-from mindprint.errors import TrainingStopped
-from mindprint.records import RunDirInUse, record_failure
+from mindprint.analysis.sweep import run_identity, run_objective
+from mindprint.cli import cli, critic_key_warnings, register
+from mindprint.jobs import hydra_job
 
 register()
 
@@ -30,43 +27,19 @@ register()
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
     """Returns the run's objective (`objective.*`), the float a sweeper such as Optuna maximises."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        with run_directory(run_dir, cfg):
-            return run(cfg, run_dir)
-    except RunDirInUse as err:  # the directory is another process's: nothing of it is touched, not even to fail
-        if is_multirun():
-            print(f"job {run_dir.name} failed: {err}", file=sys.stderr)
-            return None
-        fail(str(err))
+    return hydra_job(cfg, lambda run_dir: run(cfg, run_dir), "mindprint.run", "resume=true")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> Optional[float]:
     """The run in a directory this process holds: its config checked, the engine imported, trained."""
-    try:
-        run_cfg: config.RunConfig = OmegaConf.to_object(cfg)  # every value check runs here
-        if os.environ.get("RANK", "0") == "0":
-            for line in critic_key_warnings(run_cfg, list(HydraConfig.get().overrides.task)):
-                print(line, file=sys.stderr)
-        from mindprint.engine.job import execute  # the engine: seconds to import, so only for a valid config
+    run_cfg: config.RunConfig = OmegaConf.to_object(cfg)  # every value check runs here
+    if os.environ.get("RANK", "0") == "0":
+        for line in critic_key_warnings(run_cfg, list(HydraConfig.get().overrides.task)):
+            print(line, file=sys.stderr)
+    from mindprint.engine.job import execute  # the engine: seconds to import, so only for a valid config
 
-        summary = execute(run_cfg, run_dir, *run_identity())
-        return run_objective(run_cfg.objective, run_dir) if summary else None
-    except Interrupted as stop:
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
-        print(f"interrupted by {stop}. Resume with:\n  python -m mindprint.run {' '.join(overrides)} "
-              f"hydra.run.dir={run_dir} resume=true", file=sys.stderr)
-        sys.exit(128 + stop.signum)
-    except Exception as err:
-        message = user_mistake(err)
-        if is_multirun():  # one job's failure must not stop the sweep: record it, report at the end
-            record_failure(run_dir, message or f"{type(err).__name__}: {err}", traceback.format_exc())
-            print(f"job {run_dir.name} failed: {message or err}", file=sys.stderr)
-            return None
-        if message is None:
-            raise
-        remove_if_untouched(run_dir)
-        fail(message, 1 if isinstance(err, TrainingStopped) else 2)
+    summary = execute(run_cfg, run_dir, *run_identity())
+    return run_objective(run_cfg.objective, run_dir) if summary else None
 
 
 def main() -> None:
