@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSequenceClassification
+from transformers.trainer_callback import PrinterCallback
 from trl import RewardConfig as TRLRewardConfig
 from trl import RewardTrainer
 
@@ -116,6 +117,7 @@ def train_reward(cfg: TrainRewardConfig, run_dir: Path) -> dict[str, float]:
         if mode:
             os.environ["WANDB_MODE"] = mode
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=lora)
+    trainer.remove_callback(PrinterCallback)  # its dict per log step is not ours to print; W&B still gets them
     trainer.train()
     trained = trainer.model.merge_and_unload() if isinstance(trainer.model, peft.PeftModel) else trainer.model
     trained.eval()

@@ -62,6 +62,7 @@ def test_the_pipeline_end_to_end_then_resumed_after_a_stage_was_removed(tmp_path
         assert isinstance(lookup(report, key), (int, float)), key
     assert report["documents"] == {"train": 9, "heldout": 3}  # round(0.25 × 12)
     assert report["sft"]["heldout_perplexity"]["sft"] < report["sft"]["heldout_perplexity"]["base"]
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("{")]  # TRL's log dicts: not ours
     md = (run / "report.md").read_text()
     assert "| author (held-out text) |" in md and "## Samples" in md
 

@@ -19,6 +19,7 @@ import datasets
 import peft
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
@@ -48,8 +49,10 @@ def trainer_for(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: S
         disable_tqdm=True,
     )
     try:
-        return SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples), processing_class=tokenizer,
-                          peft_config=lora)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples), processing_class=tokenizer,
+                             peft_config=lora)
+        trainer.remove_callback(PrinterCallback)  # its dict per log step is not ours to print; W&B still gets them
+        return trainer
     except ValueError as err:
         if "Target modules" in str(err):  # peft's words for a target the model lacks
             raise lora_targets_error("voice.sft.lora_targets", settings.lora_targets, model) from None
@@ -66,6 +69,9 @@ def train_sft(model_name: str, tokenizer: PreTrainedTokenizerBase, examples: Seq
     trainer = trainer_for(model_name, tokenizer, examples, settings, out_dir.parent / f".{out_dir.name}.trainer", seed,
                           device, report_to)
     trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    if losses:
+        print(f"SFT: {trainer.state.global_step} steps, training loss {losses[0]:.3f} → {losses[-1]:.3f}")
     merged = trainer.model.merge_and_unload()
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
