@@ -141,7 +141,8 @@ class Pipeline:
             (self.root / name).unlink(missing_ok=True)
         out = self.folder(stage)
         out.mkdir(parents=True, exist_ok=keep)
-        print(f"voice: {stage} → {out}", flush=True)
+        if stage != "prepare":  # prepare says it once the texts are read: a bad folder is one line, and only that
+            print(f"voice: {stage} → {out}", flush=True)
         start = time.perf_counter()
         try:
             result = body(out)
@@ -190,6 +191,7 @@ class Pipeline:
     def stage_prepare(self, out: Path) -> dict:
         v = self.v
         documents, skipped = read_documents(Path(self.cfg.texts), v.text_field, v.topic_field)
+        print(f"voice: prepare → {out} ({len(documents)} documents)", flush=True)
         if skipped:
             more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
             print(f"warning: skipped {len(skipped)} file{'s' * (len(skipped) > 1)} that {'are' if len(skipped) > 1 else 'is'}"
